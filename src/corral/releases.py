@@ -1,0 +1,69 @@
+"""What makes a release: the image digest plus a hash of the instance-defining config.
+
+The canonical form is versioned (`"v": 1`) and has every default resolved, so the hash of an
+existing release never changes when corral is upgraded: a new corral that adds a field writes
+`"v": 2` for new releases and still reads v1. `replicas`, `route` and `strategy` are *not* part
+of a release: changing them scales or re-routes, it does not replace instances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from corral.spec.model import ServiceSpec
+
+CONFIG_VERSION = 1
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling for one value: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def release_config(service: ServiceSpec) -> dict[str, Any]:
+    """The instance-defining config of a service, canonical and with defaults resolved."""
+    health = service.health
+    return {
+        "v": CONFIG_VERSION,
+        "command": list(service.command) if service.command is not None else None,
+        "env": dict(sorted(service.env.items())),
+        "port": service.port,
+        "health": {
+            "http": {"path": health.http.path, "status": health.http.status},
+            "interval": health.interval,
+            "timeout": health.timeout,
+            "healthy_threshold": health.healthy_threshold,
+            "start_timeout": health.start_timeout,
+        },
+        "mounts": [],
+        "secrets": {},
+    }
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return "sha256:" + hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReleaseKey:
+    """Identity of a release: equal keys are the same release (law 3)."""
+
+    image_digest: str
+    config_hash: str
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"env": {"A": "1"}}` → `{"env.A": "1"}`: the attribute names a plan shows."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "v":
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,70 @@
+"""The `Router` interface: the stable front door of a service.
+
+It knows backends by instance id and a release label, nothing more. Traffic only reaches the
+backends it was given (law 6): `set_backends` replaces the routed set; a backend that leaves
+it stops receiving new requests at once, and `drain` waits for its in-flight requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Backend:
+    instance_id: str
+    release: str  # label such as "r2", for per-release stats
+    host: str
+    port: int
+    weight: int = 1
+
+
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, float("inf"),
+)
+
+
+@dataclass
+class ReleaseStats:
+    """Counters of one release behind one route (cumulative since the route was opened)."""
+
+    requests: int = 0  # responses delivered or failed, counted when the request ends
+    responses_5xx: int = 0  # 5xx answered by the backend
+    router_errors: int = 0  # 5xx made by the router itself (no backend could answer)
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_MS))
+    in_flight: int = 0
+
+
+@dataclass
+class RouteStats:
+    service: str
+    port: int
+    requests: int = 0
+    router_errors: int = 0  # requests the router had to fail (502/503/504 it made)
+    retries: int = 0  # idempotent requests retried on another backend
+    by_release: dict[str, ReleaseStats] = field(default_factory=dict)
+
+
+class Router(Protocol):
+    async def open_route(self, service: str, host: str, port: int) -> None:
+        """Listen for the service. Raises PortInUseError if the port is taken. Idempotent."""
+        ...
+
+    async def close_route(self, service: str) -> None: ...
+
+    async def set_backends(self, service: str, backends: list[Backend]) -> None:
+        """The routed set from now on; backends not in it get no new request."""
+        ...
+
+    async def drain(self, service: str, instance_ids: list[str], *, timeout: float) -> int:
+        """Take these out of routing and wait until their in-flight requests end.
+
+        Returns how many requests were still in flight when `timeout` passed (0 = clean)."""
+        ...
+
+    def stats(self, service: str) -> RouteStats: ...
+
+    def routes(self) -> dict[str, int]: ...  # service → port
+
+    async def close(self) -> None: ...
