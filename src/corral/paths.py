@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +40,19 @@ class Home:
     def logs(self, environment: str) -> Path:  # per-instance log files
         return self.root / "logs" / environment
 
-    def agent_dir(self, environment: str) -> Path:
-        return self.root / "agent" / environment
+    def agent_dir(self, project: str, environment: str) -> Path:
+        return self.root / "agent" / project / environment
 
-    def agent_socket(self, environment: str) -> Path:
-        return self.agent_dir(environment) / "api.sock"
+    def agent_socket(self, project: str, environment: str) -> Path:
+        """The agent's API socket; a short path in /tmp when the home is too deep for AF_UNIX."""
+        path = self.agent_dir(project, environment) / "api.sock"
+        if len(str(path)) <= 100:
+            return path
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        return Path("/tmp") / f"corral-{digest}.sock"
 
-    def agent_log(self, environment: str) -> Path:
-        return self.agent_dir(environment) / "agent.log"
+    def agent_log(self, project: str, environment: str) -> Path:
+        return self.agent_dir(project, environment) / "agent.log"
 
     @property
     def state_db(self) -> Path:

@@ -29,6 +29,20 @@ class LaunchSpec:
     port: int = 8080  # port the app listens on (the local driver substitutes a free one)
 
 
+@dataclass(frozen=True)
+class ImageRuntime:
+    """What a driver needs from the image store to run an image on this host.
+
+    The image store provides it (by manifest digest); drivers only read `rootfs`, never write it
+    (law 1)."""
+
+    rootfs: Path  # the image's files, unpacked
+    cmd: list[str] = field(default_factory=list)  # default command (LaunchSpec.command wins)
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/"
+    has_os: bool = True  # False (`from: scratch`): the host's runtime is lent read-only
+
+
 class ObservedState(enum.StrEnum):
     RUNNING = "running"
     EXITED = "exited"  # process/container ended (exit_code when known)

@@ -28,8 +28,10 @@ class ReasonKind(enum.StrEnum):
     INSTANCE_EXITED = "instance_exited"  # recorded running, observed exited
     INSTANCE_MISSING = "instance_missing"  # recorded running, not observed at all
     INSTANCE_UNKNOWN = "instance_unknown"  # observed, but no live record (an orphan)
-    INCOMPLETE_ROLLOUT = "incomplete_rollout"  # instances of an older release still live
+    INCOMPLETE_ROLLOUT = "incomplete_rollout"  # a change cut short: another release still live,
+    # or an instance left stopping
     UNDER_REPLICATED = "under_replicated"  # fewer live instances than replicas
+    OVER_REPLICATED = "over_replicated"  # more live instances than replicas (e.g. after a crash)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,9 @@ class RecordedService:
     settings: dict[str, Any]
     instances: tuple[RecordedInstance, ...]  # live ones only
     next_release_number: int  # what a new release would be numbered
+    # Known releases of the service (any order): a desired key equal to an older one reuses
+    # that release (a roll-back) instead of numbering a new one. Optional.
+    releases: tuple[RecordedRelease, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,9 @@ class Plan:
     environment: str = "dev"
     project: str = ""
     notes: tuple[str, ...] = field(default=())  # "web: r4 already running 3/3; nothing to do"
+    # Observed running instances with no live record (INSTANCE_UNKNOWN): reported, never acted
+    # on, since corral stops only what it recorded (they may belong to another state store).
+    orphans: tuple[ObservedInstanceView, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -154,21 +162,24 @@ class Plan:
         for action in self.actions:
             before = action.replicas_before or 0
             after = action.replicas_after or 0
+            ids = len(action.instance_ids)
             if action.kind is ActionKind.CREATE:
                 add += after
+                destroy += before  # leftovers of a first roll-out that never finished
             elif action.kind is ActionKind.DESTROY:
                 destroy += before
-            elif action.kind is ActionKind.REPLACE:
-                add += after
-                destroy += before
-            elif action.kind is ActionKind.SCALE:
-                add += max(0, after - before)
-                destroy += max(0, before - after)
-            elif action.kind is ActionKind.HEAL:
-                add += len(action.instance_ids)
-                destroy += len(action.instance_ids)
             elif action.kind is ActionKind.UPDATE:
                 change += 1
+            elif action.kind is ActionKind.HEAL and action.replicas_before is None:
+                add += ids  # a heal that names only the instances it replaces
+                destroy += ids
+            else:
+                # REPLACE, SCALE, HEAL: the listed instances go (all of them for a REPLACE that
+                # lists none); of the `before` live ones the rest are kept, up to `after`.
+                replaced = ids if ids or action.kind is not ActionKind.REPLACE else before
+                kept = max(0, min(before - replaced, after))
+                add += after - kept
+                destroy += before - kept
         return {"add": add, "change": change, "destroy": destroy}
 
     def to_dict(self) -> dict[str, Any]:

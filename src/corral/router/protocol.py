@@ -7,6 +7,7 @@ it stops receiving new requests at once, and `drain` waits for its in-flight req
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,7 +22,19 @@ class Backend:
 
 
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
-    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, float("inf"),
+    1,
+    2,
+    5,
+    10,
+    20,
+    50,
+    100,
+    200,
+    500,
+    1000,
+    2000,
+    5000,
+    float("inf"),
 )
 
 
@@ -44,11 +57,26 @@ class RouteStats:
     router_errors: int = 0  # requests the router had to fail (502/503/504 it made)
     retries: int = 0  # idempotent requests retried on another backend
     by_release: dict[str, ReleaseStats] = field(default_factory=dict)
+    # instance ids taken out of routing because they refused, timed out or reset a connection;
+    # they stay out until a routed set without them, or an explicit readmit
+    ejected: set[str] = field(default_factory=set)
 
 
 class Router(Protocol):
-    async def open_route(self, service: str, host: str, port: int) -> None:
-        """Listen for the service. Raises PortInUseError if the port is taken. Idempotent."""
+    async def open_route(
+        self,
+        service: str,
+        host: str,
+        port: int,
+        sock: socket.socket | None = None,
+        *,
+        hold_timeout: float | None = None,
+    ) -> None:
+        """Listen for the service. Raises PortInUseError if the port is taken. Idempotent.
+
+        `sock`: an already-listening socket to serve instead of binding (a socket handed over
+        by the previous agent, so a restart refuses no connection). `hold_timeout`: how long
+        a request waits for a backend when none is routed before it is answered 503."""
         ...
 
     async def close_route(self, service: str) -> None: ...

@@ -1,20 +1,60 @@
 """The spec (`corral.yaml`) as pydantic models.
 
-Only shape and value rules live here; reading YAML with positions is `load.py`. Every model
-forbids unknown fields so a typo is an error with its line, not a silently ignored key.
+Only shape and value rules live here; reading YAML with positions, and the rules that look
+across fields (an image a service names exists, route ports differ, copy sources exist), are
+`load.py`, so each problem can point at its own line. Every model forbids unknown fields so a
+typo is an error with its line, not a silently ignored key.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from corral.spec.durations import Duration
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _NAME_HINT = "use lowercase letters, digits and '-', starting with a letter (at most 40)"
+
+
+def _valid_name(value: str) -> str:
+    if not re.match(NAME_PATTERN, value):
+        raise ValueError(f"{value!r} is not a valid name: {_NAME_HINT}")
+    return value
+
+
+def _valid_env_name(value: str) -> str:
+    if not re.match(ENV_NAME_PATTERN, value):
+        raise ValueError(
+            f"{value!r} is not a valid environment variable name: "
+            "use letters, digits and '_', not starting with a digit"
+        )
+    return value
+
+
+# Names are validated as dict *keys* (not by a validator on the whole dict) so that an error's
+# location is the offending key itself, which the loader can point at.
+Name = Annotated[
+    str,
+    AfterValidator(_valid_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN}),
+]
+EnvName = Annotated[
+    str,
+    AfterValidator(_valid_env_name),
+    WithJsonSchema({"type": "string", "pattern": ENV_NAME_PATTERN}),
+]
 
 
 class _Strict(BaseModel):
@@ -44,7 +84,7 @@ class ImageSpec(_Strict):
         description="base image; `scratch` runs on the host's runtime (/usr, /lib) read-only",
     )
     copy_: list[CopyStep] = Field(default_factory=list, alias="copy")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[EnvName, str] = Field(default_factory=dict)
     workdir: str = "/"
     cmd: list[str] = Field(default_factory=list, description="default command of instances")
 
@@ -73,8 +113,19 @@ class HealthSpec(_Strict):
     )
 
 
-Count = Annotated[int | str, Field(description="a number of instances, or a percentage like 25%")]
 _PERCENT = re.compile(r"^(\d{1,3})%$")
+Count = Annotated[
+    int | str,
+    Field(description="a number of instances, or a percentage like 25%"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": _PERCENT.pattern},
+            ]
+        }
+    ),
+]
 
 
 class RollingStrategy(_Strict):
@@ -82,17 +133,21 @@ class RollingStrategy(_Strict):
     max_surge: Count = 1
     max_unavailable: Count = 0
 
-    @field_validator("max_surge", "max_unavailable")
+    # A before-validator, so a wrong type gets this one message instead of one per union arm.
+    @field_validator("max_surge", "max_unavailable", mode="before")
     @classmethod
-    def _count(cls, value: int | str) -> int | str:
-        if isinstance(value, int):
+    def _count(cls, value: Any) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool):
             if value < 0:
-                raise ValueError("must be 0 or more")
+                raise ValueError(f"must be 0 or more, got {value}")
             return value
-        match = _PERCENT.match(value.strip())
-        if not match or int(match.group(1)) > 100:
-            raise ValueError(f"{value!r} is neither a count nor a percentage like 25%")
-        return value.strip()
+        if isinstance(value, str):
+            match = _PERCENT.match(value.strip())
+            if match and int(match.group(1)) <= 100:
+                return value.strip()
+        raise ValueError(
+            f"{value!r} is neither a count (0, 1, 2, ...) nor a percentage from 0% to 100%"
+        )
 
     @model_validator(mode="after")
     def _progress_possible(self) -> RollingStrategy:
@@ -130,7 +185,7 @@ class ServiceSpec(_Strict):
         description="port the app listens on; also given to it as $PORT "
         "(the local driver chooses a free host port and passes that instead)",
     )
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[EnvName, str] = Field(default_factory=dict)
     health: HealthSpec = Field(default_factory=HealthSpec)
     route: RouteSpec | None = None
     strategy: RollingStrategy = Field(default_factory=RollingStrategy)
@@ -139,50 +194,13 @@ class ServiceSpec(_Strict):
         default=10.0, description="longest wait for in-flight requests before stopping"
     )
 
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-        return value
-
 
 class Spec(_Strict):
     """The whole `corral.yaml`."""
 
-    project: str | None = Field(
+    project: Name | None = Field(
         default=None, description="project name; defaults to the spec directory's name"
     )
     driver: Literal["local"] = "local"
-    images: dict[str, ImageSpec] = Field(default_factory=dict)
-    services: dict[str, ServiceSpec] = Field(default_factory=dict)
-
-    @field_validator("images", "services")
-    @classmethod
-    def _names(cls, value: dict[str, object]) -> dict[str, object]:
-        for name in value:
-            if not re.match(NAME_PATTERN, name):
-                raise ValueError(f"{name!r} is not a valid name: {_NAME_HINT}")
-        return value
-
-    @model_validator(mode="after")
-    def _references(self) -> Spec:
-        for name, service in self.services.items():
-            if service.image not in self.images:
-                known = ", ".join(sorted(self.images)) or "none defined"
-                raise ValueError(
-                    f"services.{name}.image: no image named {service.image!r} "
-                    f"(images: {known})"
-                )
-        ports: dict[int, str] = {}
-        for name, service in self.services.items():
-            if service.route is None:
-                continue
-            if service.route.port in ports:
-                raise ValueError(
-                    f"services.{name}.route.port: {service.route.port} is already the route "
-                    f"of {ports[service.route.port]}; give each service its own port"
-                )
-            ports[service.route.port] = name
-        return self
+    images: dict[Name, ImageSpec] = Field(default_factory=dict)
+    services: dict[Name, ServiceSpec] = Field(default_factory=dict)

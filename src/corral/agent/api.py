@@ -1,0 +1,143 @@
+"""The agent's HTTP/JSON API (OpenAPI at /openapi.json), served on a unix socket.
+
+The CLI is its first client; the dashboard and users' scripts use the same endpoints. Errors
+are JSON `{"error", "message", "hint", "exit_code", "holder"}` so the CLI can keep exit codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from corral import __version__
+from corral.agent.controller import Agent
+from corral.errors import CorralError, LockedError
+
+
+class Holder(BaseModel):
+    user: str = "?"
+    host: str = "?"
+    pid: int = 0
+    command: str = ""
+    message: str = ""
+
+
+class ApplyRequest(BaseModel):
+    target: dict[str, Any] = Field(description="services to converge and services to destroy")
+    holder: Holder
+
+
+class ApplyAccepted(BaseModel):
+    apply_id: str
+    attached: bool
+
+
+_STATUS_FOR_EXIT = {1: 500, 2: 422, 3: 409, 4: 409}
+
+
+def create_app(agent: Agent, *, on_stop: Any = None) -> FastAPI:
+    app = FastAPI(title="corral agent", version=__version__)
+
+    @app.exception_handler(CorralError)
+    async def corral_error(_: Request, exc: CorralError) -> JSONResponse:
+        body: dict[str, Any] = {
+            "error": type(exc).__name__,
+            "message": exc.message,
+            "hint": exc.hint,
+            "exit_code": exc.exit_code,
+        }
+        if isinstance(exc, LockedError):
+            body["holder"] = exc.holder
+        return JSONResponse(body, status_code=_STATUS_FOR_EXIT.get(exc.exit_code, 500))
+
+    @app.get("/v1/agent")
+    async def agent_info() -> dict[str, Any]:
+        return {
+            "agent_id": agent.agent_id,
+            "pid": agent.pid,
+            "host": agent.host,
+            "project": agent.project,
+            "environment": agent.environment,
+            "started_at": agent.started_at,
+            "version": __version__,
+            "routes": agent.router.routes(),
+            "applying": agent.active.id if agent.active else None,
+        }
+
+    @app.get("/v1/status")
+    async def status() -> dict[str, Any]:
+        return agent.status()
+
+    @app.post("/v1/applies", status_code=202)
+    async def submit(request: ApplyRequest) -> ApplyAccepted:
+        apply_id, attached = await agent.submit(request.target, request.holder.model_dump())
+        return ApplyAccepted(apply_id=apply_id, attached=attached)
+
+    @app.get("/v1/applies/{apply_id}")
+    async def follow(apply_id: str, after: int = 0, wait: float = 0.0) -> dict[str, Any]:
+        """The apply and its events after `after`; waits up to `wait` s for something new."""
+        deadline = time.monotonic() + min(wait, 30.0)
+        while True:
+            view = agent.apply_view(apply_id)
+            if view is None:
+                raise HTTPException(404, f"no apply {apply_id}")
+            events = [
+                _event_view(e)
+                for e in agent.store.list_events(after_seq=after, limit=500)
+                if e.data.get("apply_id") == apply_id
+            ]
+            remaining = deadline - time.monotonic()
+            if events or view["status"] != "running" or remaining <= 0:
+                last = agent.store.list_events(after_seq=after, limit=500)
+                cursor = last[-1].seq if last else after
+                return {"apply": view, "events": events, "cursor": cursor}
+            try:
+                await asyncio.wait_for(agent.new_event.wait(), timeout=remaining)
+            except TimeoutError:
+                pass
+
+    @app.get("/v1/events")
+    async def events(
+        after: int = 0, service: str | None = None, limit: int = 200
+    ) -> dict[str, Any]:
+        found = agent.store.list_events(service=service, after_seq=after, limit=limit)
+        return {"events": [_event_view(e) for e in found]}
+
+    @app.get("/v1/logs/{service}")
+    async def logs(service: str, instance: str | None = None, tail: int = 100) -> dict[str, Any]:
+        lines = []
+        for record in agent.store.list_instances(service, include_gone=True):
+            if instance and record.id != instance:
+                continue
+            path = agent.driver.log_path(record.id)
+            if path is None or not Path(path).exists():
+                continue
+            for line in Path(path).read_text(errors="replace").splitlines()[-tail:]:
+                lines.append({"instance": record.id, "release": f"r{record.release}", "line": line})
+        return {"lines": lines[-tail * 4 :]}
+
+    @app.post("/v1/agent/stop", status_code=202)
+    async def stop() -> dict[str, str]:
+        if on_stop is not None:
+            asyncio.get_running_loop().call_soon(on_stop)
+        return {"status": "stopping"}
+
+    return app
+
+
+def _event_view(event: Any) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "ts": event.ts,
+        "kind": event.kind,
+        "service": event.service,
+        "message": event.message,
+        "actor": event.actor,
+        "data": event.data,
+    }

@@ -1,0 +1,607 @@
+"""The agent's controller: owns the local instances, the router and every roll-out.
+
+One asyncio process per environment. It adopts what a previous agent left running (law 7),
+holds the lock as a lease while a change runs, journals every change through the executor, and
+keeps routing in line with what is alive and ready (law 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import psutil
+
+from corral.agent.faults import FaultInjector
+from corral.drivers.protocol import Driver, ObservedState
+from corral.errors import CorralError, LockedError, StalePlanError
+from corral.inventory import recorded_services
+from corral.paths import Home
+from corral.plan.fingerprint import fingerprint
+from corral.rollout.book import InstanceBook
+from corral.rollout.executor import Executor, RolloutResult, ServiceTarget
+from corral.rollout.health import HealthCheck, probe
+from corral.router.protocol import Router
+from corral.state.protocol import StateStore
+from corral.state.records import (
+    AgentRecord,
+    ApplyRecord,
+    ApplyStatus,
+    InstanceState,
+    LockInfo,
+    ServiceRecord,
+)
+
+log = logging.getLogger("corral.agent")
+
+LEASE_TTL = 15.0
+
+
+@dataclass
+class ActiveApply:
+    id: str
+    target: dict[str, Any]
+    holder: dict[str, Any]
+    task: asyncio.Task[None] | None = None
+    progress: dict[str, dict[str, Any]] = field(default_factory=dict)  # service → rollout view
+
+
+def _same_target(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def key(t: dict[str, Any]) -> Any:
+        return (
+            sorted(
+                (n, s["image_digest"], s["config_hash"], s["replicas"])
+                for n, s in t.get("services", {}).items()
+            ),
+            sorted(t.get("destroy", [])),
+        )
+
+    return bool(key(a) == key(b))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class Agent:
+    def __init__(
+        self,
+        *,
+        home: Home,
+        project: str,
+        environment: str,
+        store: StateStore,
+        driver: Driver,
+        router: Router,
+        tick: float = 1.0,
+        fault: FaultInjector | None = None,
+    ) -> None:
+        self.home = home
+        self.project = project
+        self.environment = environment
+        self.store = store
+        self.driver = driver
+        self.router = router
+        self.tick = tick
+        self.book = InstanceBook()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.agent_id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.started_at = time.time()
+        self.fault = fault or FaultInjector(None)
+        self.active: ActiveApply | None = None
+        self.new_event = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._lease: asyncio.Task[None] | None = None
+        self._exited_reported: set[str] = set()
+
+    # -- events -----------------------------------------------------------------------------
+
+    def emit(
+        self,
+        kind: str,
+        message: str,
+        *,
+        service: str | None = None,
+        data: dict[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> None:
+        payload = dict(data or {})
+        if self.active is not None:
+            payload.setdefault("apply_id", self.active.id)
+        self.store.append_event(
+            kind, message, service=service, actor=actor or self.agent_id, data=payload
+        )
+        log.info("%s %s", kind, message)
+        self.new_event.set()
+        self.new_event = asyncio.Event()
+
+    def executor(self, apply_id: str | None) -> Executor:
+        executor = Executor(
+            store=self.store,
+            driver=self.driver,
+            router=self.router,
+            book=self.book,
+            project=self.project,
+            environment=self.environment,
+            emit=self.emit,
+            fault=self.fault,
+        )
+        executor.apply_id = apply_id
+        return executor
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._claim_environment()
+        await self.recover()
+        self._supervisor = asyncio.create_task(self._supervise(), name="supervisor")
+        for record in self.store.list_applies(status=ApplyStatus.RUNNING):
+            self._resume(record)
+
+    def _claim_environment(self) -> None:
+        """One agent runs an environment; a live other one is named, not overridden."""
+        current = self.store.get_agent()
+        if current is not None and current.agent_id != self.agent_id:
+            fresh = time.time() - current.heartbeat_at < max(10.0, self.tick * 5)
+            alive_here = current.host == self.host and _pid_alive(current.pid)
+            if alive_here or (current.host != self.host and fresh):
+                raise LockedError(
+                    f"environment {self.environment!r} of project {self.project!r} is run by "
+                    f"the agent on {current.host} (pid {current.pid}, home {current.home})",
+                    holder=asdict(current),
+                )
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        self.store.register_agent(
+            AgentRecord(
+                agent_id=self.agent_id,
+                host=self.host,
+                pid=self.pid,
+                home=str(self.home.root),
+                socket=str(self.home.agent_socket(self.project, self.environment)),
+                started_at=self.started_at,
+                heartbeat_at=time.time(),
+            )
+        )
+
+    async def recover(self) -> None:
+        """Adopt what runs, finish what was half done, stop what nobody recorded (law 7)."""
+        observed = {o.instance_id: o for o in await self.driver.observe()}
+        live = self.store.list_instances()
+        recorded_ids = {r.id for r in live}
+        for record in live:
+            seen = observed.get(record.id)
+            running = seen is not None and seen.state is ObservedState.RUNNING
+            if record.state is InstanceState.PENDING:
+                if running and seen is not None:
+                    self.store.put_instance(
+                        replace(
+                            record,
+                            state=InstanceState.RUNNING,
+                            address=seen.address,
+                            driver_ref=seen.driver_ref,
+                            updated_at=time.time(),
+                        )
+                    )
+                    self.emit("instance.adopted", f"{record.id} adopted (was starting)",
+                              service=record.service, data={"instance": record.id})
+                else:
+                    await self._forget_failed(record.id, "never started: the agent stopped first")
+                    self.store.put_instance(
+                        replace(record, state=InstanceState.FAILED, updated_at=time.time(),
+                                reason="never started")
+                    )
+            elif record.state is InstanceState.STOPPING:
+                await self.driver.stop(record.id, grace=1.0)
+                await self.driver.forget(record.id)
+                self.store.put_instance(
+                    replace(record, state=InstanceState.STOPPED, updated_at=time.time(),
+                            reason=record.reason or "stopped after agent restart")
+                )
+                self.emit("instance.stopped", f"{record.id} stopped (its stop was interrupted)",
+                          service=record.service, data={"instance": record.id})
+        for instance_id, seen in observed.items():
+            if instance_id not in recorded_ids or self._is_gone(instance_id):
+                await self.driver.stop(instance_id, grace=1.0)
+                await self.driver.forget(instance_id)
+                self.emit(
+                    "instance.orphan_stopped",
+                    f"{instance_id} was running with no live record; stopped",
+                    service=seen.service,
+                    data={"instance": instance_id},
+                )
+        for entry in self.store.journal_pending():
+            self.store.journal_finish(entry.seq, aborted=True)
+        # probe every adopted instance before routing it again
+        checks = []
+        for record in self.store.list_instances():
+            if record.state is InstanceState.RUNNING and record.address:
+                release = self.store.get_release(record.service, record.release)
+                check = HealthCheck.from_config(release.config if release else {})
+                checks.append((record, check))
+        results = await asyncio.gather(*(probe(r.address or "", c) for r, c in checks))
+        for (record, _), outcome in zip(checks, results, strict=True):
+            if record.id not in observed or observed[record.id].state is not ObservedState.RUNNING:
+                self.book.mark_dead(record.id, "not running")
+            elif outcome.ok:
+                self.book.mark_ready(record.id, outcome.detail)
+            else:
+                self.book.mark_unready(record.id, outcome.detail)
+        for service in self.store.list_services():
+            await self._ensure_route(service.name, service.settings)
+            await self.executor(None).sync_routes(service.name)
+
+    def _is_gone(self, instance_id: str) -> bool:
+        record = self.store.get_instance(instance_id)
+        return record is None or record.state in (InstanceState.STOPPED, InstanceState.FAILED)
+
+    async def _forget_failed(self, instance_id: str, reason: str) -> None:
+        await self.driver.stop(instance_id, grace=0.5)
+        await self.driver.forget(instance_id)
+
+    async def _ensure_route(self, service: str, settings: dict[str, Any]) -> None:
+        route = settings.get("route")
+        routes = self.router.routes()
+        if route is None:
+            if service in routes:
+                await self.router.close_route(service)
+            return
+        if routes.get(service) == route["port"]:
+            return
+        if service in routes:
+            await self.router.close_route(service)
+        await self.router.open_route(service, route.get("host", "127.0.0.1"), int(route["port"]))
+
+    async def _supervise(self) -> None:
+        """Watch instances; a dead one leaves routing at once (law 6)."""
+        while not self.stopping.is_set():
+            try:
+                await self._observe_once()
+                self._heartbeat()
+            except Exception:  # the supervisor must outlive any single bad tick
+                log.exception("supervisor tick failed")
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=self.tick)
+            except TimeoutError:
+                pass
+
+    async def _observe_once(self) -> None:
+        observed = {o.instance_id: o for o in await self.driver.observe()}
+        touched: set[str] = set()
+        for record in self.store.list_instances():
+            if record.state is not InstanceState.RUNNING:
+                continue
+            seen = observed.get(record.id)
+            if seen is None or seen.state is not ObservedState.RUNNING:
+                if record.id in self._exited_reported:
+                    continue
+                self._exited_reported.add(record.id)
+                code = seen.exit_code if seen is not None else None
+                detail = f"exited (code {code})" if code is not None else "no longer running"
+                self.book.mark_dead(record.id, detail)
+                touched.add(record.service)
+                self.emit(
+                    "instance.exited",
+                    f"{record.id} (r{record.release}) {detail}; out of routing",
+                    service=record.service,
+                    data={"instance": record.id, "release": record.release, "exit_code": code},
+                )
+        for service in touched:
+            await self.executor(None).sync_routes(service)
+
+    async def shutdown(self) -> None:
+        """Stop serving; instances keep running for the next agent to adopt."""
+        self.stopping.set()
+        if self.active is not None and self.active.task is not None:
+            self.active.task.cancel()
+            try:
+                await self.active.task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        await self.router.close()
+        self.store.clear_agent(self.agent_id)
+
+    # -- applies ----------------------------------------------------------------------------
+
+    async def submit(self, target: dict[str, Any], holder: dict[str, Any]) -> tuple[str, bool]:
+        """Start an apply (or attach to the same one running). Returns (apply_id, attached)."""
+        if self.active is not None:
+            if _same_target(self.active.target, target):
+                return self.active.id, True
+            lock = self.store.get_lock()
+            who = lock.describe() if lock else "another apply"
+            raise LockedError(
+                f"another change is being applied by {who}",
+                holder=asdict(lock) if lock else {},
+            )
+        expected = target.get("fingerprint")
+        if expected is not None and expected != fingerprint(recorded_services(self.store)):
+            raise StalePlanError(
+                "the recorded state changed since this plan was made",
+                hint="Run `corral plan` again and review the new plan.",
+            )
+        # a route port already taken fails the apply before anything is recorded or started
+        for name, service in sorted(target.get("services", {}).items()):
+            await self._ensure_route(name, service.get("settings", {}))
+        self._acquire_lock(holder, operation=target.get("operation", "apply"))
+        apply_id = f"a-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.store.create_apply(
+            ApplyRecord(
+                id=apply_id,
+                status=ApplyStatus.RUNNING,
+                target=target,
+                holder=holder,
+                created_at=time.time(),
+            )
+        )
+        self.active = ActiveApply(apply_id, target, holder)
+        self.emit(
+            "apply.started",
+            f"{holder.get('user', '?')} started {target.get('operation', 'apply')} {apply_id}",
+            actor=holder.get("user"),
+            data={"apply_id": apply_id, "services": sorted(target.get("services", {})),
+                  "destroy": target.get("destroy", [])},
+        )
+        self.active.task = asyncio.create_task(self._run_apply(self.active), name=apply_id)
+        return apply_id, False
+
+    def _acquire_lock(self, holder: dict[str, Any], operation: str) -> None:
+        current = self.store.get_lock()
+        if (
+            current is not None
+            and current.holder_id != self.agent_id
+            and current.host == self.host
+            and not _pid_alive(current.pid)
+        ):
+            # its holder died on this host: take the stale lease over now, not at expiry
+            self.store.break_lock()
+            self.emit("lock.taken_over", f"lock of dead holder {current.describe()} taken over",
+                      data=asdict(current))
+        self.store.acquire_lock(
+            LockInfo(
+                holder_id=self.agent_id,
+                user=str(holder.get("user") or getpass.getuser()),
+                host=self.host,
+                pid=self.pid,
+                command=str(holder.get("command", "")),
+                message=str(holder.get("message", "")),
+                operation=operation,
+                since=time.time(),
+            ),
+            ttl=LEASE_TTL,
+        )
+        if self._lease is None or self._lease.done():
+            self._lease = asyncio.create_task(self._renew_lease(), name="lease")
+
+    async def _renew_lease(self) -> None:
+        while self.active is not None:
+            await asyncio.sleep(LEASE_TTL / 3)
+            if self.active is None:
+                break
+            try:
+                self.store.renew_lock(self.agent_id, LEASE_TTL)
+            except LockedError as exc:
+                self.emit("lock.lost", f"lease lost while applying: {exc.message}")
+                break
+
+    def _resume(self, record: ApplyRecord) -> None:
+        """An apply left running by a dead agent: take its lease over and converge it."""
+        holder = dict(record.holder)
+        try:
+            self._acquire_lock(holder, operation="resume")
+        except LockedError as exc:
+            log.warning("cannot resume %s: %s", record.id, exc)
+            return
+        self.active = ActiveApply(record.id, record.target, holder)
+        self.emit("apply.resumed", f"resuming {record.id} after the previous agent stopped",
+                  data={"apply_id": record.id})
+        self.active.task = asyncio.create_task(self._run_apply(self.active), name=record.id)
+
+    async def _run_apply(self, active: ActiveApply) -> None:
+        target = active.target
+        results: dict[str, RolloutResult] = {}
+        status = ApplyStatus.SUCCEEDED
+        error: str | None = None
+        try:
+            for name in target.get("destroy", []):
+                results[name] = await self._destroy_service(active, name)
+            services = target.get("services", {})
+            outcomes = await asyncio.gather(
+                *(self._converge_service(active, n, s) for n, s in sorted(services.items()))
+            )
+            for name, result in zip(sorted(services), outcomes, strict=True):
+                results[name] = result
+            if any(not r.ok for r in results.values()):
+                status = ApplyStatus.FAILED
+        except asyncio.CancelledError:
+            raise
+        except CorralError as exc:
+            status, error = ApplyStatus.FAILED, str(exc)
+        except Exception as exc:  # recorded, so the CLI can say what happened
+            log.exception("apply %s crashed", active.id)
+            status, error = ApplyStatus.FAILED, f"{type(exc).__name__}: {exc}"
+        summary = {name: _result_view(r) for name, r in results.items()}
+        if error:
+            summary["error"] = {"message": error}
+        self.store.update_apply(active.id, status=status, result=summary)
+        self.emit(
+            f"apply.{status.value}",
+            f"{active.id} {status.value}" + (f": {error}" if error else ""),
+            data={"apply_id": active.id, "status": status.value},
+        )
+        self.store.release_lock(self.agent_id)
+        self.active = None
+
+    async def _converge_service(
+        self, active: ActiveApply, name: str, spec: dict[str, Any]
+    ) -> RolloutResult:
+        release = self.store.get_or_create_release(
+            name,
+            spec["image_digest"],
+            spec["config_hash"],
+            spec["config"],
+            created_by=str(active.holder.get("user", "?")),
+        )
+        existing = self.store.get_service(name)
+        previous = None
+        if existing is not None and existing.current_release is not None:
+            previous = self.store.get_release(name, existing.current_release)
+        settings = spec.get("settings", {})
+        route = settings.get("route")
+        self.store.put_service(
+            ServiceRecord(
+                name=name,
+                current_release=existing.current_release if existing else None,
+                replicas=int(spec["replicas"]),
+                route_port=int(route["port"]) if route else None,
+                settings=settings,
+                updated_at=time.time(),
+            )
+        )
+        await self._ensure_route(name, settings)
+        target = ServiceTarget(name=name, replicas=int(spec["replicas"]), settings=settings)
+        active.progress[name] = {
+            "strategy": "rolling",
+            "from_release": previous.number if previous else None,
+            "to_release": release.number,
+            "started_at": time.time(),
+        }
+        self.emit(
+            "rollout.started",
+            f"{name}: rolling to r{release.number} ({spec['replicas']} instances)"
+            + (f" from r{previous.number}" if previous else ""),
+            service=name,
+            data={"release": release.number, "from": previous.number if previous else None},
+        )
+        result = await self.executor(active.id).converge(target, release, previous)
+        final = release.number if result.ok else (result.rolled_back_to or (
+            previous.number if previous else None))
+        self.store.put_service(
+            ServiceRecord(
+                name=name,
+                current_release=final,
+                replicas=int(spec["replicas"]),
+                route_port=int(route["port"]) if route else None,
+                settings=settings,
+                updated_at=time.time(),
+            )
+        )
+        measured = (
+            f"{result.requests} requests served through the router during the roll-out, "
+            f"{result.failed_requests} failed"
+        )
+        if result.ok:
+            self.emit(
+                "rollout.succeeded",
+                f"{name}: r{release.number} running {target.replicas}/{target.replicas} in "
+                f"{result.seconds:.2f}s; {measured}",
+                service=name,
+                data=_result_view(result),
+            )
+        else:
+            back = f"rolled back to r{result.rolled_back_to}" if result.rolled_back_to else (
+                "no previous release to roll back to; its instances were stopped")
+            self.emit(
+                "rollout.rolled_back",
+                f"{name}: r{release.number} failed ({result.reason}); {back}; {measured}",
+                service=name,
+                data=_result_view(result),
+            )
+        active.progress.pop(name, None)
+        return result
+
+    async def _destroy_service(self, active: ActiveApply, name: str) -> RolloutResult:
+        existing = self.store.get_service(name)
+        settings = existing.settings if existing else {}
+        target = ServiceTarget(name=name, replicas=0, settings=settings)
+        result = await self.executor(active.id).retire_all(target, "service destroyed")
+        if name in self.router.routes():
+            await self.router.close_route(name)
+        self.store.delete_service(name)
+        self.emit("service.destroyed", f"{name}: destroyed ({len(result.stopped)} stopped)",
+                  service=name, data={"stopped": result.stopped})
+        return result
+
+    # -- views ------------------------------------------------------------------------------
+
+    def apply_view(self, apply_id: str) -> dict[str, Any] | None:
+        record = self.store.get_apply(apply_id)
+        if record is None:
+            return None
+        return {
+            "id": record.id,
+            "status": record.status.value,
+            "result": record.result,
+            "holder": record.holder,
+            "created_at": record.created_at,
+            "finished_at": record.finished_at,
+        }
+
+    def status(self) -> dict[str, Any]:
+        services = []
+        routes = self.router.routes()
+        for service in self.store.list_services():
+            release = (
+                self.store.get_release(service.name, service.current_release)
+                if service.current_release
+                else None
+            )
+            instances = []
+            for record in self.store.list_instances(service.name):
+                rel = self.store.get_release(service.name, record.release)
+                instances.append(
+                    {
+                        "id": record.id,
+                        "serial": record.serial,
+                        "release": f"r{record.release}",
+                        "state": record.state.value,
+                        "health": self.book.health(record.id),
+                        "address": record.address,
+                        "image": rel.image_digest if rel else None,
+                    }
+                )
+            progress = None
+            if self.active is not None and service.name in self.active.progress:
+                progress = dict(self.active.progress[service.name], apply_id=self.active.id)
+            port = routes.get(service.name)
+            services.append(
+                {
+                    "name": service.name,
+                    "release": release.name if release else None,
+                    "desired": service.replicas,
+                    "ready": sum(1 for i in instances if i["health"] == "ready"),
+                    "route": f"http://127.0.0.1:{port}" if port else None,
+                    "rollout": progress,
+                    "instances": instances,
+                }
+            )
+        return {"services": services}
+
+
+def _result_view(result: RolloutResult) -> dict[str, Any]:
+    return {
+        "ok": result.ok,
+        "release": result.release,
+        "reason": result.reason,
+        "rolled_back_to": result.rolled_back_to,
+        "started": result.started,
+        "stopped": result.stopped,
+        "seconds": round(result.seconds, 3),
+        "requests": result.requests,
+        "failed_requests": result.failed_requests,
+    }

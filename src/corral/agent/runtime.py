@@ -1,0 +1,48 @@
+"""Builds what an agent (or a read-only CLI command) works with, from a home and a scope."""
+
+from __future__ import annotations
+
+from corral.drivers.local import LocalDriver
+from corral.drivers.protocol import Driver, ImageRuntime
+from corral.images.store import ImageStore
+from corral.paths import Home
+from corral.router.proxy import EmbeddedRouter
+from corral.state.open import open_state
+from corral.state.protocol import StateStore
+
+
+def scope(project: str, environment: str) -> str:
+    """The state store's namespace: one project's environment."""
+    return f"{project}/{environment}"
+
+
+def open_store(home: Home, project: str, environment: str, url: str | None) -> StateStore:
+    home.ensure()
+    return open_state(url, scope(project, environment), home.root)
+
+
+def image_store(home: Home) -> ImageStore:
+    return ImageStore(home.images)
+
+
+def build_driver(home: Home, project: str, environment: str) -> Driver:
+    images = image_store(home)
+
+    def resolve(digest: str) -> ImageRuntime:
+        info = images.info(digest)
+        return ImageRuntime(
+            rootfs=images.rootfs(digest),
+            cmd=list(info.cmd),
+            env=dict(info.env),
+            workdir=info.workdir or "/",
+            has_os=False,
+        )
+
+    return LocalDriver(home.root, project, environment, resolve)
+
+
+def build_runtime(
+    home: Home, project: str, environment: str, state_url: str | None
+) -> tuple[StateStore, Driver, EmbeddedRouter]:
+    store = open_store(home, project, environment, state_url)
+    return store, build_driver(home, project, environment), EmbeddedRouter()

@@ -1,0 +1,398 @@
+"""The `corral` command: parse → call the engine → render (human or JSON). No business logic."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shlex
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from corral.agent.client import AgentClient
+from corral.cli import views
+from corral.engine import (
+    Context,
+    apply_target,
+    bake_all,
+    destroy_target,
+    make_plan,
+)
+from corral.errors import CorralError, UsageError, exit_code_for
+from corral.paths import Home
+from corral.plan.planfile import load_plan, save_plan
+from corral.plan.render import render_plan
+from corral.spec.schema import json_schema
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="corral: bake golden images, plan, and roll fleets forward by replacing instances.",
+)
+lock_app = typer.Typer(no_args_is_help=True, help="Inspect or release the environment's lock.")
+agent_app = typer.Typer(no_args_is_help=True, help="Run the agent that owns this environment.")
+app.add_typer(lock_app, name="lock")
+app.add_typer(agent_app, name="agent")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SpecOption = Annotated[
+    Path, typer.Option("--file", "-f", help="the spec file", envvar="CORRAL_SPEC")
+]
+EnvOption = Annotated[
+    str, typer.Option("--env", "-e", help="environment (isolated state)", envvar="CORRAL_ENV")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _ctx(spec: Path, env: str) -> Context:
+    return Context(
+        spec_path=spec,
+        home=Home.from_env(),
+        environment=env,
+        state_url=os.environ.get("CORRAL_STATE_URL"),
+    )
+
+
+def _client(ctx: Context) -> AgentClient:
+    return AgentClient(ctx.home, ctx.project, ctx.environment)
+
+
+def _holder(message: str) -> dict[str, Any]:
+    return {
+        "user": getpass.getuser(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "command": "corral " + shlex.join(sys.argv[1:]),
+        "message": message,
+    }
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@app.command()
+def validate(spec: SpecOption = Path("corral.yaml"), as_json: JsonOption = False) -> None:
+    """Check the spec: every problem with its file:line:column and field."""
+    ctx = _ctx(spec, "dev")
+    loaded = ctx.loaded
+    if as_json:
+        _emit_json({"valid": True, "project": loaded.project,
+                    "images": sorted(loaded.spec.images), "services": sorted(loaded.spec.services)})
+        return
+    out.print(f"[green]✓[/] {loaded.path} is valid: project {loaded.project}, "
+              f"{len(loaded.spec.images)} image(s), {len(loaded.spec.services)} service(s)")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of corral.yaml."""
+    _emit_json(json_schema())
+
+
+@app.command()
+def bake(spec: SpecOption = Path("corral.yaml"), as_json: JsonOption = False) -> None:
+    """Bake every image of the spec into the content-addressed store."""
+    ctx = _ctx(spec, "dev")
+    refs = bake_all(ctx, progress=None if as_json else views.baked_line(err))
+    if as_json:
+        _emit_json({"images": [views.image_json(r) for r in refs.values()]})
+
+
+@app.command()
+def plan(
+    spec: SpecOption = Path("corral.yaml"),
+    env: EnvOption = "dev",
+    out_file: Annotated[
+        Path | None, typer.Option("-out", "--out", help="save the plan to apply it later")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show what apply would do: desired vs recorded vs observed."""
+    ctx = _ctx(spec, env)
+    try:
+        refs = bake_all(ctx, progress=None if as_json else views.baked_line(err))
+        the_plan = make_plan(ctx, refs)
+    finally:
+        ctx.close()
+    if out_file is not None:
+        save_plan(the_plan, out_file)
+    if as_json:
+        _emit_json(the_plan.to_dict())
+        return
+    views.print_plan(out, render_plan(the_plan))
+    if out_file is not None:
+        out.print(f"\nSaved the plan to {out_file}. Apply it with: corral apply {out_file}")
+
+
+@app.command()
+def apply(
+    plan_file: Annotated[Path | None, typer.Argument(help="a plan saved with plan -out")] = None,
+    spec: SpecOption = Path("corral.yaml"),
+    env: EnvOption = "dev",
+    message: Annotated[str, typer.Option("--message", "-m", help="why (kept in the lock)")] = "",
+    detach: Annotated[bool, typer.Option(help="return once the roll-out has started")] = False,
+) -> None:
+    """Apply the spec (or a saved plan): roll every changed service forward."""
+    ctx = _ctx(spec, env)
+    try:
+        if plan_file is not None:
+            the_plan = load_plan(plan_file)
+            if the_plan.environment != env:
+                raise UsageError(
+                    f"{plan_file} was made for environment {the_plan.environment!r}, not {env!r}",
+                    hint=f"Pass --env {the_plan.environment}, or make a new plan.",
+                )
+        else:
+            refs = bake_all(ctx, progress=views.baked_line(err))
+            the_plan = make_plan(ctx, refs)
+            views.print_plan(out, render_plan(the_plan))
+        if the_plan.is_empty:
+            return
+        target = apply_target(the_plan)
+        if plan_file is not None:
+            # a saved plan is only valid against the recorded state it was made from
+            target["fingerprint"] = the_plan.state_fingerprint
+        client = _client(ctx)
+        client.ensure(ctx.state_url)
+        accepted = client.request(
+            "POST", "/v1/applies", json={"target": target, "holder": _holder(message)}
+        )
+    finally:
+        ctx.close()
+    apply_id = accepted["apply_id"]
+    if accepted["attached"]:
+        err.print(f"Attached to {apply_id}, already applying this change.")
+    if detach:
+        out.print(f"Started {apply_id}; follow it with `corral status`.")
+        return
+    code = follow_apply(client, apply_id)
+    raise typer.Exit(code)
+
+
+def follow_apply(client: AgentClient, apply_id: str) -> int:
+    cursor = 0
+    while True:
+        answer = client.request(
+            "GET", f"/v1/applies/{apply_id}", params={"after": cursor, "wait": 5}
+        )
+        for event in answer["events"]:
+            views.print_event(err, event)
+        cursor = answer["cursor"]
+        status = answer["apply"]["status"]
+        if status != "running":
+            views.print_apply_result(out, answer["apply"])
+            return 0 if status == "succeeded" else 1
+
+
+@app.command()
+def status(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
+           as_json: JsonOption = False) -> None:
+    """The fleet: every service, its release, and each instance's state and health."""
+    ctx = _ctx(spec, env)
+    try:
+        client = _client(ctx)
+        if client.is_running():
+            data = client.request("GET", "/v1/status")
+        else:
+            data = views.status_from_store(ctx.store)
+    finally:
+        ctx.close()
+    if as_json:
+        _emit_json(data)
+    else:
+        views.print_status(out, data)
+
+
+@app.command()
+def history(service: str, spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
+            as_json: JsonOption = False) -> None:
+    """The releases of a service, oldest first, and which one runs."""
+    ctx = _ctx(spec, env)
+    try:
+        data = views.history_data(ctx.store, service)
+    finally:
+        ctx.close()
+    if as_json:
+        _emit_json(data)
+    else:
+        views.print_history(out, data)
+
+
+@app.command()
+def events(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
+           service: Annotated[str | None, typer.Option(help="only this service")] = None,
+           limit: int = 50, as_json: JsonOption = False) -> None:
+    """The append-only trail: applies, starts, stops, rollbacks, lock changes."""
+    ctx = _ctx(spec, env)
+    try:
+        found = ctx.store.list_events(service=service, limit=100_000)[-limit:]
+    finally:
+        ctx.close()
+    rows = [views.event_json(e) for e in found]
+    if as_json:
+        _emit_json({"events": rows})
+    else:
+        for row in rows:
+            views.print_event(out, row, with_time=True)
+
+
+@app.command()
+def logs(
+    service: str,
+    spec: SpecOption = Path("corral.yaml"),
+    env: EnvOption = "dev",
+    follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
+    instance: Annotated[str | None, typer.Option(help="only this instance")] = None,
+    tail: int = 50,
+) -> None:
+    """Output of a service's instances, also those already replaced."""
+    ctx = _ctx(spec, env)
+    try:
+        views.print_logs(out, ctx, service, instance=instance, tail=tail, follow=follow)
+    finally:
+        ctx.close()
+
+
+@app.command()
+def destroy(
+    services: Annotated[list[str] | None, typer.Argument(help="services (default: all)")] = None,
+    spec: SpecOption = Path("corral.yaml"),
+    env: EnvOption = "dev",
+    message: Annotated[str, typer.Option("--message", "-m")] = "",
+) -> None:
+    """Drain and stop every instance of the services, and forget them."""
+    ctx = _ctx(spec, env)
+    try:
+        target = destroy_target(ctx.store, services)
+        if not target["destroy"]:
+            out.print("Nothing to destroy: no recorded service"
+                      + (f" named {', '.join(services)}" if services else "") + ".")
+            return
+        client = _client(ctx)
+        client.ensure(ctx.state_url)
+        accepted = client.request(
+            "POST", "/v1/applies", json={"target": target, "holder": _holder(message)}
+        )
+    finally:
+        ctx.close()
+    raise typer.Exit(follow_apply(client, accepted["apply_id"]))
+
+
+@lock_app.command("status")
+def lock_status(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
+                as_json: JsonOption = False) -> None:
+    """Who holds the lock, for what, since when."""
+    ctx = _ctx(spec, env)
+    try:
+        lock = ctx.store.get_lock()
+    finally:
+        ctx.close()
+    data = views.lock_json(lock)
+    if as_json:
+        _emit_json(data)
+    else:
+        views.print_lock(out, data)
+
+
+@lock_app.command("release")
+def lock_release(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
+                 force: Annotated[bool, typer.Option(help="even if its holder is alive")] = False
+                 ) -> None:
+    """Release a lock whose holder died (with --force: any lock)."""
+    ctx = _ctx(spec, env)
+    try:
+        lock = ctx.store.get_lock()
+        if lock is None:
+            out.print("The lock is free.")
+            return
+        if not force and views.holder_alive(lock):
+            raise UsageError(
+                f"the lock is held by a live holder: {lock.describe()}",
+                hint="Wait for it, or pass --force if you are sure it is stuck.",
+            )
+        ctx.store.break_lock()
+    finally:
+        ctx.close()
+    out.print(f"Released the lock held by {lock.describe()}.")
+
+
+@agent_app.command("start")
+def agent_start(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev") -> None:
+    """Start the agent for this environment (no-op when it runs)."""
+    ctx = _ctx(spec, env)
+    client = _client(ctx)
+    if client.is_running():
+        out.print("The agent is already running.")
+        return
+    pid = client.start(ctx.state_url)
+    out.print(f"Agent started (pid {pid}), API on {client.socket}.")
+
+
+@agent_app.command("stop")
+def agent_stop(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev") -> None:
+    """Stop the agent. Instances keep running; the next agent adopts them."""
+    ctx = _ctx(spec, env)
+    client = _client(ctx)
+    if not client.is_running():
+        out.print("The agent is not running.")
+        return
+    info = client.request("GET", "/v1/agent")
+    client.request("POST", "/v1/agent/stop")
+    views.wait_pid_gone(int(info["pid"]), timeout=15.0)
+    out.print(f"Agent stopped (pid {info['pid']}); instances keep running.")
+
+
+@agent_app.command("restart")
+def agent_restart(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev") -> None:
+    """Stop the agent and start a new one that adopts the running instances."""
+    agent_stop(spec, env)
+    agent_start(spec, env)
+
+
+@agent_app.command("status")
+def agent_status(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
+                 as_json: JsonOption = False) -> None:
+    """Whether the agent runs, and where."""
+    ctx = _ctx(spec, env)
+    client = _client(ctx)
+    info = client.request("GET", "/v1/agent") if client.is_running() else None
+    if as_json:
+        _emit_json({"running": info is not None, "agent": info})
+    elif info is None:
+        out.print("The agent is not running.")
+    else:
+        out.print(f"Agent {info['agent_id']} (pid {info['pid']}) running since "
+                  f"{time.strftime('%H:%M:%S', time.localtime(info['started_at']))}; "
+                  f"routes: {info['routes'] or 'none'}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except CorralError as exc:
+        views.print_error(err, exc)
+        sys.exit(exit_code_for(exc))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("Aborted.")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("Interrupted. A roll-out already started goes on in the agent.")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

@@ -1,0 +1,268 @@
+"""How the CLI shows things: tables, plan colours, event lines. The engine never prints."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from corral.engine import Context
+from corral.errors import CorralError, SpecError
+from corral.images.model import ImageRef
+from corral.state.protocol import StateStore
+from corral.state.records import Event, LockInfo
+
+
+def short(digest: str | None, length: int = 12) -> str:
+    if not digest:
+        return "-"
+    algo, _, hexpart = digest.partition(":")
+    return f"{algo}:{hexpart[:length]}"
+
+
+def baked_line(console: Console) -> Callable[[str, ImageRef], None]:
+    def show(name: str, ref: ImageRef) -> None:
+        console.print(f"[dim]baked image {name} → {short(ref.digest)}[/]")
+
+    return show
+
+
+def image_json(ref: ImageRef) -> dict[str, Any]:
+    return {"name": ref.name, "digest": ref.digest, "config_digest": ref.config_digest,
+            "size": ref.size}
+
+
+_PLAN_STYLES = {"+": "green", "-": "red", "~": "yellow", "-/+": "magenta"}
+
+
+def print_plan(console: Console, text: str) -> None:
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        style = None
+        for prefix in ("-/+", "+", "-", "~"):
+            if stripped.startswith(prefix + " ") or stripped == prefix:
+                style = _PLAN_STYLES[prefix]
+                break
+        console.print(Text(line, style=style or ""))
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {"seq": event.seq, "ts": event.ts, "kind": event.kind, "service": event.service,
+            "message": event.message, "actor": event.actor, "data": event.data}
+
+
+_EVENT_STYLES = {
+    "rollout.succeeded": "bold green",
+    "rollout.rolled_back": "bold red",
+    "rollout.failed": "red",
+    "instance.unhealthy": "red",
+    "instance.failed": "red",
+    "instance.exited": "red",
+    "instance.ready": "green",
+}
+
+
+def print_event(console: Console, event: dict[str, Any], *, with_time: bool = False) -> None:
+    stamp = time.strftime("%H:%M:%S", time.localtime(event["ts"]))
+    style = _EVENT_STYLES.get(event["kind"], "")
+    prefix = f"{stamp} " if with_time else f"[dim]{stamp}[/] "
+    console.print(prefix + f"[{style}]{event['message']}[/]" if style else
+                  prefix + Text(event["message"]).markup)
+
+
+def print_apply_result(console: Console, apply: dict[str, Any]) -> None:
+    status = apply["status"]
+    result = apply.get("result") or {}
+    for name, outcome in sorted(result.items()):
+        if name == "error":
+            console.print(f"[red]error:[/] {outcome['message']}")
+            continue
+        served = (f"{outcome['requests']} requests through the router during the roll-out, "
+                  f"{outcome['failed_requests']} failed")
+        if outcome.get("release") is None:
+            console.print(f"[green]{name}: destroyed[/] ({len(outcome.get('stopped', []))} "
+                          "instance(s) drained and stopped)")
+        elif outcome.get("ok"):
+            console.print(f"[green]{name}: r{outcome['release']} done in "
+                          f"{outcome['seconds']:.2f}s[/] — {served}")
+        else:
+            back = (f"rolled back to r{outcome['rolled_back_to']}"
+                    if outcome.get("rolled_back_to") else "not rolled forward")
+            console.print(f"[red]{name}: r{outcome['release']} failed: {outcome['reason']}; "
+                          f"{back}[/] — {served}")
+    colour = "green" if status == "succeeded" else "red"
+    console.print(f"[{colour}]Apply {apply['id']} {status}.[/]")
+
+
+def status_from_store(store: StateStore) -> dict[str, Any]:
+    """The status shape without an agent: health is unknown, routes are not served."""
+    services = []
+    for service in store.list_services():
+        release = (store.get_release(service.name, service.current_release)
+                   if service.current_release else None)
+        instances = []
+        for record in store.list_instances(service.name):
+            rel = store.get_release(service.name, record.release)
+            instances.append({"id": record.id, "serial": record.serial,
+                              "release": f"r{record.release}", "state": record.state.value,
+                              "health": "unknown", "address": record.address,
+                              "image": rel.image_digest if rel else None})
+        services.append({"name": service.name, "release": release.name if release else None,
+                         "desired": service.replicas, "ready": 0, "route": None,
+                         "rollout": None, "instances": instances})
+    return {"services": services, "agent": "not running"}
+
+
+def print_status(console: Console, data: dict[str, Any]) -> None:
+    if not data["services"]:
+        console.print("No services recorded in this environment.")
+        return
+    for service in data["services"]:
+        route = service["route"] or "not routed"
+        console.print(f"[bold]{service['name']}[/]  release {service['release'] or '-'}  "
+                      f"ready {service['ready']}/{service['desired']}  route {route}")
+        if service.get("rollout"):
+            r = service["rollout"]
+            console.print(f"  [yellow]rolling r{r.get('from_release')} → "
+                          f"r{r.get('to_release')}[/]")
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
+        for column in ("instance", "serial", "release", "state", "health", "address", "image"):
+            table.add_column(column)
+        for inst in service["instances"]:
+            health = inst["health"]
+            colour = {"ready": "green", "dead": "red"}.get(health, "yellow")
+            table.add_row(inst["id"], str(inst["serial"]), inst["release"], inst["state"],
+                          f"[{colour}]{health}[/]", inst["address"] or "-", short(inst["image"]))
+        console.print(table)
+    if data.get("agent") == "not running":
+        console.print("[dim]The agent is not running: health unknown, routes not served. "
+                      "Start it with `corral agent start`.[/]")
+
+
+def history_data(store: StateStore, service: str) -> dict[str, Any]:
+    record = store.get_service(service)
+    releases = store.list_releases(service)
+    if record is None and not releases:
+        from corral.errors import UsageError
+
+        raise UsageError(f"no service named {service!r} in this environment",
+                         hint="`corral status` lists the recorded services.")
+    return {
+        "service": service,
+        "current": f"r{record.current_release}" if record and record.current_release else None,
+        "releases": [
+            {"release": r.name, "image": r.image_digest, "config_hash": r.config_hash,
+             "created_at": r.created_at, "created_by": r.created_by,
+             "current": bool(record and record.current_release == r.number)}
+            for r in releases
+        ],
+    }
+
+
+def print_history(console: Console, data: dict[str, Any]) -> None:
+    table = Table(title=f"{data['service']} releases", box=None, header_style="dim")
+    for column in ("", "release", "image", "config", "created", "by"):
+        table.add_column(column)
+    for r in data["releases"]:
+        table.add_row("▶" if r["current"] else "", r["release"], short(r["image"]),
+                      short(r["config_hash"]),
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+                      r["created_by"])
+    console.print(table)
+
+
+def print_logs(console: Console, ctx: Context, service: str, *, instance: str | None,
+               tail: int, follow: bool) -> None:
+    from corral.agent.runtime import build_driver
+
+    driver = build_driver(ctx.home, ctx.project, ctx.environment)
+    offsets: dict[str, int] = {}
+
+    def paths() -> list[tuple[str, Path]]:
+        found = []
+        for record in ctx.store.list_instances(service, include_gone=True):
+            if instance and record.id != instance:
+                continue
+            path = driver.log_path(record.id)
+            if path is not None and path.exists():
+                found.append((record.id, path))
+        return found
+
+    for instance_id, path in paths():
+        data = path.read_bytes()
+        offsets[instance_id] = len(data)
+        for line in data.decode(errors="replace").splitlines()[-tail:]:
+            console.print(Text(f"{instance_id} | ", style="dim") + Text(line))
+    deadline = time.monotonic() + 24 * 3600
+    while follow and time.monotonic() < deadline:
+        time.sleep(0.5)
+        for instance_id, path in paths():
+            start = offsets.get(instance_id, 0)
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                chunk = handle.read()
+            if chunk:
+                offsets[instance_id] = start + len(chunk)
+                for line in chunk.decode(errors="replace").splitlines():
+                    console.print(Text(f"{instance_id} | ", style="dim") + Text(line))
+
+
+def lock_json(lock: LockInfo | None) -> dict[str, Any]:
+    if lock is None:
+        return {"locked": False}
+    return {"locked": True, "holder": lock.describe(), "user": lock.user, "host": lock.host,
+            "pid": lock.pid, "command": lock.command, "message": lock.message,
+            "operation": lock.operation, "since": lock.since, "expires_at": lock.expires_at,
+            "expired": lock.expires_at < time.time()}
+
+
+def print_lock(console: Console, data: dict[str, Any]) -> None:
+    if not data["locked"]:
+        console.print("The lock is free.")
+        return
+    since = time.strftime("%H:%M:%S", time.localtime(data["since"]))
+    state = "expired lease" if data["expired"] else "live lease"
+    console.print(f"Locked by {data['holder']} for {data['operation'] or 'a change'} "
+                  f"since {since} ({state}).")
+
+
+def holder_alive(lock: LockInfo) -> bool:
+    import socket
+
+    if lock.expires_at < time.time():
+        return False
+    if lock.host != socket.gethostname():
+        return True
+    try:
+        return psutil.Process(lock.pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def wait_pid_gone(pid: int, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.Error:
+            return
+        time.sleep(0.05)
+
+
+def print_error(console: Console, exc: CorralError) -> None:
+    if isinstance(exc, SpecError):
+        console.print(f"[bold red]Error:[/] {len(exc.problems)} problem(s) in {exc.file}:")
+        for problem in exc.problems:
+            console.print(Text("  " + problem.render()))
+        console.print(Text(exc.hint or ""))
+        return
+    console.print("[bold red]Error:[/] " + Text(exc.message).markup)
+    if exc.hint:
+        console.print(Text(exc.hint))

@@ -1,0 +1,32 @@
+"""Drivers by name, as a spec or a flag names them. Implementations are imported lazily, so a
+driver's optional dependencies (the docker SDK, later) are only needed when it is used."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral.drivers.protocol import Driver
+from corral.errors import UsageError
+
+KNOWN_DRIVERS = ("local", "memory")
+PLANNED_DRIVERS = ("docker", "swarm", "kubernetes")
+
+
+def create_driver(name: str, **kwargs: Any) -> Driver:
+    """The driver called `name`, built with `kwargs` (its constructor's arguments).
+
+    local:  home, project, environment, resolve_image[, startup_check]
+    memory: [project, environment, host, clock]
+    """
+    if name == "local":
+        from corral.drivers.local import LocalDriver
+
+        return LocalDriver(**kwargs)
+    if name == "memory":
+        from corral.drivers.memory import InMemoryDriver
+
+        return InMemoryDriver(**kwargs)
+    hint = f"Use one of: {', '.join(KNOWN_DRIVERS)} ({', '.join(PLANNED_DRIVERS)} come later)."
+    if name in PLANNED_DRIVERS:
+        raise UsageError(f"the {name!r} driver is not available yet", hint=hint)
+    raise UsageError(f"unknown driver {name!r}", hint=hint)
