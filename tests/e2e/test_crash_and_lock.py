@@ -43,7 +43,7 @@ def test_kill_of_the_cli_does_not_stop_the_rollout(fleet: Fleet) -> None:
     wait_for(lambda: any(i["release"] == "r2" for s in fleet.status()["services"]
                          for i in s["instances"]))
     cli.send_signal(signal.SIGKILL)
-    cli.wait(timeout=10)
+    cli.communicate(timeout=10)
     wait_for(lambda: fleet.status()["services"][0]["release"] == "r2", timeout=40)
     assert_converged(fleet, "r2")
     again = fleet.ok("apply")
@@ -101,7 +101,7 @@ def test_second_apply_of_another_change_is_locked_and_the_same_change_attaches(
     other = fleet.run("apply")
     assert other.returncode == 3, other.stdout + other.stderr
     assert "first change" in other.stderr and "corral apply" in other.stderr
-    first.wait(timeout=60)
+    first.communicate(timeout=60)
     _, same_err = same.communicate(timeout=60)
     assert first.returncode == 1  # rolled back: /slow-never never answers 200
     assert same.returncode == 1 and "Attached" in same_err

@@ -26,13 +26,16 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
+        status = 200
         if self.path == "/healthz":
             body = b"ok\n"
             content_type = "text/plain"
-        else:
+        elif self.path == "/":
             body = (json.dumps(IDENTITY) + "\n").encode()
             content_type = "application/json"
-        self.send_response(200)
+        else:
+            status, body, content_type = 404, b"not found\n", "text/plain"
+        self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

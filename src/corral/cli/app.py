@@ -377,7 +377,9 @@ def agent_status(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # without standalone mode click returns the code of a typer.Exit instead of exiting
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except CorralError as exc:
         views.print_error(err, exc)
         sys.exit(exit_code_for(exc))
