@@ -5,6 +5,7 @@ Used by CI after `corral destroy` + `corral agent stop`: nothing corral started 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import psutil
@@ -17,6 +18,8 @@ def leftovers(home: str) -> list[str]:
             cmdline = " ".join(process.info["cmdline"] or [])
             environ = process.info["environ"] or {}
         except psutil.Error:
+            continue
+        if process.info["pid"] == os.getpid():
             continue
         if home in cmdline or environ.get("CORRAL_HOME") == home and "corral" in cmdline:
             found.append(f"pid {process.info['pid']}: {cmdline}")

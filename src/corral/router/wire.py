@@ -64,8 +64,8 @@ def rewrite_response_head(head: bytes, *, close: bool, client_http10: bool) -> b
     told so explicitly (1.0 closes by default).
     """
     match = _CONNECTION.search(head)
-    if match is not None:
-        extra = connection_names(match.group(1))
+    if match is not None and match.group(1).strip().lower() not in _CONNECTION_OPTIONS:
+        extra = connection_names(match.group(1))  # rare: it names more headers to drop
         if extra:
             head = drop_headers(head, extra)
     head = _RESPONSE_HOP.sub(b"", head)
