@@ -433,8 +433,10 @@ def main() -> None:
     if args.serve_router:
         serve_router(args.serve_router[0], args.serve_router[1:])
         return
-    # SIGTERM ends the bench as Ctrl-C does: through `finally`, which stops every process
+    # SIGTERM and Ctrl-C end the bench through `finally`, which stops every process (SIGINT
+    # is set explicitly: a shell starting the bench in the background leaves it ignored)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     procs = Processes()
     work = Path(tempfile.mkdtemp(prefix="corral-bench-router-"))
     try:
@@ -446,4 +448,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted: every process the bench started has been stopped")

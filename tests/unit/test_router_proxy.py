@@ -557,3 +557,50 @@ def test_idle_and_half_sent_client_connections_are_closed(loop: str) -> None:
                 await half.close()
 
     run(loop, scenario)
+
+
+def test_closing_the_router_cuts_its_requests_without_ejecting_anyone(loop: str) -> None:
+    async def scenario() -> None:
+        ejections: list[tuple[str, str, str]] = []
+        async with (
+            apps("a") as (a,),
+            routed([a.backend()], ejections=ejections) as (router, client),
+        ):
+            await router.open_route("api", "127.0.0.1", 0, hold_timeout=30)
+            api = f"http://127.0.0.1:{router.routes()['api']}/who"
+            in_flight = asyncio.create_task(client.get("/slow"))
+            held = asyncio.create_task(client.get(api))
+            await a.started.wait()
+            await asyncio.sleep(0.05)
+            await router.close()
+            for request in (in_flight, held):
+                with pytest.raises(httpx.TransportError):
+                    await request
+            assert router.routes() == {}
+        assert ejections == []
+
+    run(loop, scenario)
+
+
+def test_malformed_chunked_body_cuts_the_connection(loop: str) -> None:
+    async def scenario() -> None:
+        async with apps("a") as (a,), routed([a.backend()]) as (router, _):
+            client = await RawClient.open(router.routes()["web"])
+            try:
+                client.send_raw(
+                    b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\nZZ not a chunk size\r\n"
+                )
+                assert await client.at_eof()
+            finally:
+                await client.close()
+            # a request head that is not HTTP gets a 400
+            client = await RawClient.open(router.routes()["web"])
+            try:
+                client.send_raw(b"BLAH\x00 / HTTP/1.1\r\n\r\n")
+                assert (await client.reply()).status == 400
+            finally:
+                await client.close()
+            assert router.stats("web").router_errors == 0
+
+    run(loop, scenario)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from corral.drivers.protocol import Driver, LaunchSpec
 from corral.errors import DriverError
 from corral.rollout.book import InstanceBook
-from corral.rollout.health import HealthCheck, wait_ready
+from corral.rollout.health import HealthCheck, ProbeResult, wait_ready
 from corral.rollout.rolling import rolling
 from corral.rollout.steps import (
     AwaitReady,
@@ -37,6 +37,7 @@ from corral.state.protocol import StateStore
 from corral.state.records import InstanceRecord, InstanceState, Release
 
 Emit = Callable[..., None]  # emit(kind, message, *, service=None, data=None)
+ReadyCheck = Callable[[str, HealthCheck], Awaitable[ProbeResult]]
 Fault = Callable[[str], None]  # fault(point): test hook that may kill the process (law 7 tests)
 
 
@@ -111,6 +112,7 @@ class Executor:
         emit: Emit,
         fault: Fault | None = None,
         actor: str = "corral",
+        ready_check: ReadyCheck = wait_ready,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -121,6 +123,7 @@ class Executor:
         self.emit = emit
         self.fault = fault or (lambda point: None)
         self.actor = actor
+        self.ready_check = ready_check
         self.apply_id: str | None = None
 
     # -- fleet view -------------------------------------------------------------------------
@@ -365,7 +368,7 @@ class Executor:
         async def one(record: InstanceRecord | None) -> None:
             if record is None or not record.address:
                 return
-            outcome = await wait_ready(record.address, check)
+            outcome = await self.ready_check(record.address, check)
             if outcome.ok:
                 self.book.mark_ready(record.id, outcome.detail)
                 self.emit(

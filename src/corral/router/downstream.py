@@ -160,6 +160,8 @@ class ClientConn(asyncio.Protocol):
             self._bad_request()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return  # shut down by the router: already accounted for
         self.closed = True
         self.route.clients.discard(self)
         req, self.active = self.active, None
@@ -271,7 +273,8 @@ class ClientConn(asyncio.Protocol):
     def _send_body(self, req: Request, data: bytes) -> None:
         conn = req.conn
         if conn is not None:
-            conn.transport.write(data)
+            if not conn.closed:
+                conn.transport.write(data)
         elif not req.finished:
             req.body.append(data)
             req.buffered += len(data)
@@ -330,17 +333,9 @@ class ClientConn(asyncio.Protocol):
         t_end = now()
         route = self.route
         route.counters.requests += 1
-        backend = req.backend
+        backend = self.end_attempt(req)
         if backend is not None:
             backend.counters.observe(conn.status, t_end - req.t0)
-            if req.in_flight:
-                req.in_flight = False
-                backend.end()
-                if not backend.in_flight and not backend.routed:
-                    route.departed.discard(backend)
-        req.conn = None
-        conn.detach()
-        self._resume(_PAUSE_BACKEND)
         if conn.keep_alive and req.body_done and not conn.until_eof and backend is not None:
             backend.release(conn, t_end, route.settings.max_idle_per_backend)
         else:
@@ -475,12 +470,31 @@ class ClientConn(asyncio.Protocol):
         self.transport.close()
 
     def _bad_request(self) -> None:
-        self.done_reading = True
-        if self.active is None and not self.closed:
+        if self.closed:
+            return
+        if self.parsing is not None:
+            # a malformed body: the request it belongs to cannot be completed
+            self.shutdown()
+        elif self.active is None:
+            self.done_reading = True
             self.transport.write(error_response(400, close=True, head_only=False))
             self.transport.close()
         else:
-            self._stop_reading()  # answer what was read, then close
+            self._stop_reading()  # answer the requests read so far, then close
+
+    def shutdown(self) -> None:
+        """Cut this connection now, abandoning its request (the route closes, or the client
+        sent garbage in the middle of a body)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.done_reading = True
+        self.route.clients.discard(self)
+        req, self.active = self.active, None
+        self.queue.clear()
+        if req is not None and not req.finished:
+            self.route.abandon(self, req)
+        self.transport.abort()
 
     # -- timeouts (called by the route's sweep) ---------------------------------------------
 

@@ -48,6 +48,7 @@ class Route:
         self.sock: socket.socket | None = None
         self.host = ""
         self.port = 0
+        self.closed = False
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -81,13 +82,10 @@ class Route:
                 req.hold_timer = None
         for task in self.tasks:
             task.cancel()
+        self.closed = True
+        self.balancer = SmoothWeighted([])
         for client in list(self.clients):
-            active = client.active
-            if active is not None and active.conn is not None:
-                active.conn.close()
-                client.transport.abort()
-            else:
-                client.transport.close()
+            client.shutdown()
         for state in [*self.backends.values(), *self.departed]:
             state.routed = False
             state.close_idle()
@@ -179,7 +177,10 @@ class Route:
         """Send `req` to the next backend, or hold it until one is routed."""
         state = self.balancer.pick()
         if state is None:
-            self._hold(client, req)
+            if self.closed:
+                client.fail(req, 503)
+            else:
+                self._hold(client, req)
             return
         req.backend = state
         req.in_flight = True

@@ -21,12 +21,11 @@ SPECIAL_REQUEST_LENGTHS = frozenset(
     for name in (*REQUEST_HOP_BY_HOP, b"x-forwarded-for", b"transfer-encoding", b"content-length")
 )
 
-# A hop-by-hop header line of a response head, from the CRLF before it to its end.
+# The start of a hop-by-hop header line in a response head (from the CRLF before it).
 _RESPONSE_HOP = re.compile(
-    rb"\r\n(?:connection|keep-alive|proxy-connection|upgrade|proxy-authenticate)[ \t]*:[^\r\n]*",
+    rb"\r\n(?:connection|keep-alive|proxy-connection|upgrade|proxy-authenticate)[ \t]*:",
     re.IGNORECASE,
 )
-_CONNECTION = re.compile(rb"\r\nconnection[ \t]*:([^\r\n]*)", re.IGNORECASE)
 _FRAMED = re.compile(rb"\r\n(?:content-length|transfer-encoding)[ \t]*:", re.IGNORECASE)
 _CONNECTION_OPTIONS = frozenset({b"", b"close", b"keep-alive", b"upgrade"})
 
@@ -63,12 +62,25 @@ def rewrite_response_head(head: bytes, *, close: bool, client_http10: bool) -> b
     own connection decision: `close` → `Connection: close`; an HTTP/1.0 client kept alive is
     told so explicitly (1.0 closes by default).
     """
-    match = _CONNECTION.search(head)
-    if match is not None and match.group(1).strip().lower() not in _CONNECTION_OPTIONS:
-        extra = connection_names(match.group(1))  # rare: it names more headers to drop
-        if extra:
-            head = drop_headers(head, extra)
-    head = _RESPONSE_HOP.sub(b"", head)
+    match = _RESPONSE_HOP.search(head)
+    if match is not None:
+        kept: list[bytes] = []
+        named: list[bytes] = []
+        pos = 0
+        while match is not None:
+            start, value_at = match.span()
+            end = head.find(b"\r\n", value_at)
+            if head[start + 2] | 0x20 == 0x63:  # "c"/"C": the Connection header itself
+                value = head[value_at:end].strip().lower()
+                if value not in _CONNECTION_OPTIONS:
+                    named += connection_names(value)  # rare: it names more headers to drop
+            kept.append(head[pos:start])
+            pos = end
+            match = _RESPONSE_HOP.search(head, end)
+        kept.append(head[pos:])
+        head = b"".join(kept)
+        if named:
+            head = drop_headers(head, named)
     if not client_http10 and head[5:8] == b"1.0":
         # an HTTP/1.0 backend: the proxy speaks 1.1 to the client and frames for it
         head = b"HTTP/1.1" + head[8:]
