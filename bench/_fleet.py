@@ -51,8 +51,13 @@ class BenchFleet:
         return f"http://127.0.0.1:{self.port}/"
 
     def corral(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([CORRAL, *args, "-f", str(self.spec)], env=self.env,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [CORRAL, *args, "-f", str(self.spec)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if result.returncode != 0:
             raise SystemExit(f"corral {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
@@ -69,10 +74,18 @@ class BenchFleet:
         return dict(done[-1]["data"])
 
     def close(self) -> None:
-        subprocess.run([CORRAL, "destroy", "-f", str(self.spec)], env=self.env,
-                       capture_output=True, timeout=300)
-        subprocess.run([CORRAL, "agent", "stop", "-f", str(self.spec)], env=self.env,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [CORRAL, "destroy", "-f", str(self.spec)],
+            env=self.env,
+            capture_output=True,
+            timeout=300,
+        )
+        subprocess.run(
+            [CORRAL, "agent", "stop", "-f", str(self.spec)],
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+        )
         for process in psutil.process_iter(["cmdline"]):
             try:
                 if str(self.home) in " ".join(process.info["cmdline"] or []):

@@ -58,8 +58,10 @@ def main() -> None:
         ("corral apply v2, wall", f"{figures['apply_wall_s']:.2f} s"),
         ("requests during the load (clients)", str(figures["client_requests"])),
         ("failed requests (clients)", f"{figures['client_failed']}  (goal 0)"),
-        ("requests / failed counted by the router", f"{rollout['requests']} / "
-         f"{rollout['failed_requests']}"),
+        (
+            "requests / failed counted by the router",
+            f"{rollout['requests']} / {rollout['failed_requests']}",
+        ),
         ("requests/s through the router", f"{figures['requests_per_s']:.0f}"),
         ("agent peak RSS", f"{figures['agent_peak_rss_mb']:.1f} MiB"),
     ]

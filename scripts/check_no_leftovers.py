@@ -21,7 +21,7 @@ def leftovers(home: str) -> list[str]:
             continue
         if process.info["pid"] == os.getpid():
             continue
-        if home in cmdline or environ.get("CORRAL_HOME") == home and "corral" in cmdline:
+        if home in cmdline or (environ.get("CORRAL_HOME") == home and "corral" in cmdline):
             found.append(f"pid {process.info['pid']}: {cmdline}")
     return found
 

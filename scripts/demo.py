@@ -129,13 +129,17 @@ def main() -> int:
         time.sleep(0.5)
         code = corral(spec, "apply", "-m", "demo: v2", check=False)
         time.sleep(0.5)
-    print(f"\nload during the roll-out: {load.ok + load.failed} requests, "
-          f"\033[1m{load.failed} failed\033[0m; answered by versions {dict(load.versions)}")
+    print(
+        f"\nload during the roll-out: {load.ok + load.failed} requests, "
+        f"\033[1m{load.failed} failed\033[0m; answered by versions {dict(load.versions)}"
+    )
     if load.errors:
         print(f"errors: {dict(load.errors)}")
     corral(spec, "status")
-    print(f"\nThe fleet keeps running at {url}\nRemove it with:  corral destroy -f {spec} "
-          f"&& corral agent stop -f {spec}")
+    print(
+        f"\nThe fleet keeps running at {url}\nRemove it with:  corral destroy -f {spec} "
+        f"&& corral agent stop -f {spec}"
+    )
     return 0 if code == 0 and load.failed == 0 else 1
 
 

@@ -149,10 +149,12 @@ class LockedError(CorralError):
 
     exit_code = 3
 
-    def __init__(self, message: str, *, holder: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, holder: dict[str, Any] | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(
             message,
-            hint="Wait for it to finish, or if its holder is dead: `corral lock release`.",
+            hint=hint or "Wait for it to finish, or if its holder is dead: `corral lock release`.",
         )
         self.holder = holder or {}
 

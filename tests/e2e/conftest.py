@@ -6,6 +6,7 @@ from its home is killed by pid), even when it fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -64,8 +65,9 @@ class Fleet:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def run(self, *args: str, timeout: float = 90, extra_env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 90, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [CORRAL, *args, "-f", str(self.spec)],
             env={**self.env, **(extra_env or {})},
@@ -100,8 +102,9 @@ class Fleet:
         (self.dir / "app" / "VERSION").write_text(version + "\n")
 
     def get(self, path: str = "/") -> dict[str, Any]:
-        response = httpx.get(self.url.rstrip("/") + path, timeout=5.0,
-                             headers={"Connection": "close"})
+        response = httpx.get(
+            self.url.rstrip("/") + path, timeout=5.0, headers={"Connection": "close"}
+        )
         response.raise_for_status()
         return response.json()  # type: ignore[no-any-return]
 
@@ -128,8 +131,13 @@ def fleet() -> Iterator[Fleet]:
     port = free_port()
     spec = work / "corral.yaml"
     spec.write_text(spec.read_text().replace("port: 8000", f"port: {port}"))
-    env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_AGENT_TICK": "0.2",
-           "NO_COLOR": "1", "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "CORRAL_HOME": str(home),
+        "CORRAL_AGENT_TICK": "0.2",
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+    }
     env.pop("CORRAL_STATE_URL", None)
     env.pop("CORRAL_FAULT", None)
     the_fleet = Fleet(home=home, dir=work, port=port, env=env)
@@ -142,10 +150,8 @@ def fleet() -> Iterator[Fleet]:
             try:
                 os.killpg(process.pid, signal.SIGKILL)
             except OSError:
-                try:
+                with contextlib.suppress(psutil.Error):
                     process.kill()
-                except psutil.Error:
-                    pass
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -154,8 +160,9 @@ class Load:
 
     A failed request: connection error, a 5 s timeout, or a 5xx (made by the router)."""
 
-    def __init__(self, url: str, *, clients: int = 4, max_seconds: float = 60.0,
-                 max_requests: int = 200_000) -> None:
+    def __init__(
+        self, url: str, *, clients: int = 4, max_seconds: float = 60.0, max_requests: int = 200_000
+    ) -> None:
         self.url = url
         self.max_seconds = max_seconds
         self.max_requests = max_requests

@@ -40,8 +40,11 @@ def test_kill_of_the_cli_does_not_stop_the_rollout(fleet: Fleet) -> None:
     fleet.ok("apply")
     fleet.set_version("v2")
     cli = fleet.popen("apply")
-    wait_for(lambda: any(i["release"] == "r2" for s in fleet.status()["services"]
-                         for i in s["instances"]))
+    wait_for(
+        lambda: any(
+            i["release"] == "r2" for s in fleet.status()["services"] for i in s["instances"]
+        )
+    )
     cli.send_signal(signal.SIGKILL)
     cli.communicate(timeout=10)
     wait_for(lambda: fleet.status()["services"][0]["release"] == "r2", timeout=40)
@@ -52,12 +55,15 @@ def test_kill_of_the_cli_does_not_stop_the_rollout(fleet: Fleet) -> None:
 
 @pytest.mark.parametrize(
     "fault",
-    ["instance.pending:2", "instance.spawned:2", "instance.started:3",
-     "instance.stopping:1", "instance.stopped:2"],
+    [
+        "instance.pending:2",
+        "instance.spawned:2",
+        "instance.started:3",
+        "instance.stopping:1",
+        "instance.stopped:2",
+    ],
 )
-def test_agent_killed_at_a_journaled_step_converges_on_next_apply(
-    fleet: Fleet, fault: str
-) -> None:
+def test_agent_killed_at_a_journaled_step_converges_on_next_apply(fleet: Fleet, fault: str) -> None:
     fleet.ok("apply")
     fleet.ok("agent", "stop")
     fleet.set_version("v2")
@@ -79,8 +85,11 @@ def test_new_agent_adopts_running_instances_without_restarting_them(fleet: Fleet
     agent = fleet.agent_pid()
     assert agent is not None
     os.kill(agent, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(agent) or
-             psutil.Process(agent).status() == psutil.STATUS_ZOMBIE)
+    wait_for(
+        lambda: (
+            not psutil.pid_exists(agent) or psutil.Process(agent).status() == psutil.STATUS_ZOMBIE
+        )
+    )
     fleet.ok("agent", "start")
     assert_converged(fleet, "r1")
     assert fleet.instance_pids() == before  # adopted, none restarted
@@ -106,3 +115,20 @@ def test_second_apply_of_another_change_is_locked_and_the_same_change_attaches(
     assert first.returncode == 1  # rolled back: /slow-never never answers 200
     assert same.returncode == 1 and "Attached" in same_err
     assert json.loads(fleet.ok("lock", "status", "--json").stdout)["locked"] is False
+
+
+def test_agent_restart_hands_the_route_over_without_refusing_connections(fleet: Fleet) -> None:
+    fleet.ok("apply")
+    before = fleet.instance_pids()
+    old_agent = fleet.agent_pid()
+    with Load(fleet.url, clients=4, max_seconds=30) as load:
+        time.sleep(0.5)
+        restarted = fleet.run("agent", "restart")
+        time.sleep(1.0)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    new_agent = fleet.agent_pid()
+    assert new_agent is not None and new_agent != old_agent
+    assert load.failed == 0, dict(load.errors)
+    assert load.ok > 20
+    assert fleet.instance_pids() == before  # adopted, none restarted
+    assert_converged(fleet, "r1")

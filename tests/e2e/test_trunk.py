@@ -54,7 +54,9 @@ def test_plan_json_and_history(fleet: Fleet) -> None:
     data = json.loads(fleet.ok("plan", "--json").stdout)
     action = data["actions"][0]
     assert (action["action"], action["from_release"], action["to_release"]) == (
-        "replace", "r1", "r2",
+        "replace",
+        "r1",
+        "r2",
     )
     assert any(r.get("attribute") == "env.GREETING" for r in action["reasons"])
     fleet.ok("apply")
@@ -79,8 +81,7 @@ def test_release_that_never_gets_healthy_is_rolled_back(fleet: Fleet) -> None:
     assert {i["release"] for i in web["instances"]} == {"r1"}
     events = json.loads(fleet.ok("events", "--json", "--limit", "200").stdout)["events"]
     assert any(e["kind"] == "rollout.rolled_back" for e in events)
-    assert any(e["kind"] == "instance.unhealthy" and "never-there" in e["message"]
-               for e in events)
+    assert any(e["kind"] == "instance.unhealthy" and "never-there" in e["message"] for e in events)
 
 
 def test_command_that_dies_on_start_rolls_back_with_exit_1(fleet: Fleet) -> None:

@@ -17,8 +17,13 @@ from corral.router.memory import InMemoryRouter
 from corral.state.memory import InMemoryStateStore
 from corral.state.records import InstanceState, Release
 
-CONFIG: dict[str, Any] = {"v": 1, "command": None, "env": {}, "port": 8080,
-                          "health": {"http": {"path": "/healthz", "status": 200}}}
+CONFIG: dict[str, Any] = {
+    "v": 1,
+    "command": None,
+    "env": {},
+    "port": 8080,
+    "health": {"http": {"path": "/healthz", "status": 200}},
+}
 
 
 class Harness:
@@ -30,8 +35,14 @@ class Harness:
         self.unhealthy = unhealthy or set()
         self.routed_snapshots: list[set[str]] = []
         self.executor = Executor(
-            store=self.store, driver=self.driver, router=self.router, book=InstanceBook(),
-            project="p", environment="dev", emit=self.emit, ready_check=self.ready,
+            store=self.store,
+            driver=self.driver,
+            router=self.router,
+            book=InstanceBook(),
+            project="p",
+            environment="dev",
+            emit=self.emit,
+            ready_check=self.ready,
         )
 
     def emit(self, kind: str, message: str, **_: Any) -> None:
@@ -50,9 +61,16 @@ class Harness:
         return sorted((r.serial, r.release) for r in self.store.list_instances("web"))
 
 
-TARGET = ServiceTarget("web", 3, {"strategy": {"max_surge": 1, "max_unavailable": 0},
-                                  "stop_grace": 0.1, "drain_timeout": 0.1,
-                                  "route": {"port": 8000}})
+TARGET = ServiceTarget(
+    "web",
+    3,
+    {
+        "strategy": {"max_surge": 1, "max_unavailable": 0},
+        "stop_grace": 0.1,
+        "drain_timeout": 0.1,
+        "route": {"port": 8000},
+    },
+)
 
 
 @pytest.fixture
@@ -108,8 +126,11 @@ async def test_start_failure_rolls_back(harness: Harness) -> None:
     result = await harness.executor.converge(TARGET, r2, r1)
     assert not result.ok and "could not start" in result.reason
     assert harness.live() == [(0, 1), (1, 1), (2, 1)]
-    failed = [r for r in harness.store.list_instances("web", include_gone=True)
-              if r.state is InstanceState.FAILED]
+    failed = [
+        r
+        for r in harness.store.list_instances("web", include_gone=True)
+        if r.state is InstanceState.FAILED
+    ]
     assert len(failed) == 1
 
 

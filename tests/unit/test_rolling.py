@@ -105,7 +105,7 @@ def test_unhealthy_release_fails_without_stopping_old_ones() -> None:
 
 
 def test_rollback_retires_failed_instances_and_restores_old_release() -> None:
-    members = old_fleet(2) + [Member("n1", 2, 2, ready=False)]
+    members = [*old_fleet(2), Member("n1", 2, 2, ready=False)]
     sim = Simulator(members)
     outcome = sim.run(rolling(1, 3, sim.fleet(), max_surge=3, max_unavailable=0))
     assert isinstance(outcome, Completed)

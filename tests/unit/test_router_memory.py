@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 
 import pytest
 
-from corral.errors import PortInUseError
+from corral.errors import PortInUseError, UsageError
 from corral.router.balancer import SmoothWeighted
 from corral.router.memory import InMemoryRouter
 from corral.router.protocol import Backend
@@ -94,3 +95,15 @@ async def test_drain_ends_when_in_flight_requests_end() -> None:
     assert not drain.done() and router.routed("web") == []
     router.set_in_flight("web", "a", 0)
     assert await drain == 0
+
+
+async def test_listening_socket_is_the_one_given_at_open() -> None:
+    router = InMemoryRouter()
+    await router.open_route("web", "127.0.0.1", 0)
+    with pytest.raises(UsageError, match="no listening socket"):
+        router.listening_socket("web")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        await router.open_route("api", "127.0.0.1", 0, sock=sock)
+        assert router.listening_socket("api") is sock
+        assert router.routes()["api"] == sock.getsockname()[1]

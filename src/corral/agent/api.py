@@ -7,6 +7,7 @@ are JSON `{"error", "message", "hint", "exit_code", "holder"}` so the CLI can ke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ class ApplyAccepted(BaseModel):
 _STATUS_FOR_EXIT = {1: 500, 2: 422, 3: 409, 4: 409}
 
 
-def create_app(agent: Agent, *, on_stop: Any = None) -> FastAPI:
+def create_app(agent: Agent, *, on_stop: Any = None, on_restart: Any = None) -> FastAPI:
     app = FastAPI(title="corral agent", version=__version__)
 
     @app.exception_handler(CorralError)
@@ -97,10 +98,8 @@ def create_app(agent: Agent, *, on_stop: Any = None) -> FastAPI:
                 last = agent.store.list_events(after_seq=after, limit=500)
                 cursor = last[-1].seq if last else after
                 return {"apply": view, "events": events, "cursor": cursor}
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(agent.new_event.wait(), timeout=remaining)
-            except TimeoutError:
-                pass
 
     @app.get("/v1/events")
     async def events(
@@ -127,6 +126,15 @@ def create_app(agent: Agent, *, on_stop: Any = None) -> FastAPI:
         if on_stop is not None:
             asyncio.get_running_loop().call_soon(on_stop)
         return {"status": "stopping"}
+
+    @app.post("/v1/agent/restart")
+    async def restart() -> dict[str, Any]:
+        """Hand the route sockets to a new agent (no connection refused), then exit."""
+        if on_restart is None:
+            raise HTTPException(501, "restart is not available in this agent")
+        old_pid = agent.pid
+        new_pid = await on_restart()
+        return {"old_pid": old_pid, "new_pid": new_pid}
 
     return app
 

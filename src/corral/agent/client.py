@@ -109,10 +109,13 @@ class AgentClient:
 
 
 def _agent_failed(code: int, log_path: Path) -> CorralError:
-    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-5:])
-    message = f"the agent exited at start (code {code}):\n{tail}"
+    lines = [
+        line for line in log_path.read_text(errors="replace").splitlines() if " ERROR " in line
+    ]
+    reason = lines[-1].split(": ", 1)[-1] if lines else f"see {log_path}"
+    message = f"the agent exited at start (code {code}): {reason}"
     if code == 3:
-        return LockedError(message)
+        return LockedError(message, hint="Use that agent (same CORRAL_HOME), or stop it first.")
     if code == 2:
         return UsageError(message)
     return AgentError(message, hint=f"See {log_path}.")

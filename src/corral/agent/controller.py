@@ -8,6 +8,7 @@ keeps routing in line with what is alive and ready (law 6).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
@@ -105,6 +106,8 @@ class Agent:
         self._supervisor: asyncio.Task[None] | None = None
         self._lease: asyncio.Task[None] | None = None
         self._exited_reported: set[str] = set()
+        self.inherited: dict[str, socket.socket] = {}  # route sockets handed over on restart
+        self.handed_over = False
 
     # -- events -----------------------------------------------------------------------------
 
@@ -161,6 +164,7 @@ class Agent:
                     f"environment {self.environment!r} of project {self.project!r} is run by "
                     f"the agent on {current.host} (pid {current.pid}, home {current.home})",
                     holder=asdict(current),
+                    hint="Use that agent (same CORRAL_HOME), or stop it first.",
                 )
         self._heartbeat()
 
@@ -196,23 +200,39 @@ class Agent:
                             updated_at=time.time(),
                         )
                     )
-                    self.emit("instance.adopted", f"{record.id} adopted (was starting)",
-                              service=record.service, data={"instance": record.id})
+                    self.emit(
+                        "instance.adopted",
+                        f"{record.id} adopted (was starting)",
+                        service=record.service,
+                        data={"instance": record.id},
+                    )
                 else:
                     await self._forget_failed(record.id, "never started: the agent stopped first")
                     self.store.put_instance(
-                        replace(record, state=InstanceState.FAILED, updated_at=time.time(),
-                                reason="never started")
+                        replace(
+                            record,
+                            state=InstanceState.FAILED,
+                            updated_at=time.time(),
+                            reason="never started",
+                        )
                     )
             elif record.state is InstanceState.STOPPING:
                 await self.driver.stop(record.id, grace=1.0)
                 await self.driver.forget(record.id)
                 self.store.put_instance(
-                    replace(record, state=InstanceState.STOPPED, updated_at=time.time(),
-                            reason=record.reason or "stopped after agent restart")
+                    replace(
+                        record,
+                        state=InstanceState.STOPPED,
+                        updated_at=time.time(),
+                        reason=record.reason or "stopped after agent restart",
+                    )
                 )
-                self.emit("instance.stopped", f"{record.id} stopped (its stop was interrupted)",
-                          service=record.service, data={"instance": record.id})
+                self.emit(
+                    "instance.stopped",
+                    f"{record.id} stopped (its stop was interrupted)",
+                    service=record.service,
+                    data={"instance": record.id},
+                )
         for instance_id, seen in observed.items():
             if instance_id not in recorded_ids or self._is_gone(instance_id):
                 await self.driver.stop(instance_id, grace=1.0)
@@ -263,7 +283,13 @@ class Agent:
             return
         if service in routes:
             await self.router.close_route(service)
-        await self.router.open_route(service, route.get("host", "127.0.0.1"), int(route["port"]))
+        inherited = self.inherited.pop(service, None)
+        if inherited is not None and inherited.getsockname()[1] != int(route["port"]):
+            inherited.close()
+            inherited = None
+        await self.router.open_route(
+            service, route.get("host", "127.0.0.1"), int(route["port"]), sock=inherited
+        )
 
     async def _supervise(self) -> None:
         """Watch instances; a dead one leaves routing at once (law 6)."""
@@ -273,10 +299,8 @@ class Agent:
                 self._heartbeat()
             except Exception:  # the supervisor must outlive any single bad tick
                 log.exception("supervisor tick failed")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=self.tick)
-            except TimeoutError:
-                pass
 
     async def _observe_once(self) -> None:
         observed = {o.instance_id: o for o in await self.driver.observe()}
@@ -302,15 +326,34 @@ class Agent:
         for service in touched:
             await self.executor(None).sync_routes(service)
 
+    def route_sockets(self) -> dict[str, socket.socket]:
+        """The listening socket of every route, to hand to the next agent on restart."""
+        return {service: self.router.listening_socket(service) for service in self.router.routes()}
+
+    def pause_for_handover(self) -> None:
+        """Stop watching and give up the environment so the next agent can claim it."""
+        if self.active is not None:
+            raise LockedError(
+                f"{self.active.id} is being applied; restart the agent after it ends",
+                holder=self.active.holder,
+                hint="Follow it with `corral status`, then run `corral agent restart` again.",
+            )
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            self._supervisor = None
+        self.store.clear_agent(self.agent_id)
+
+    def resume_after_failed_handover(self) -> None:
+        self._heartbeat()
+        self._supervisor = asyncio.create_task(self._supervise(), name="supervisor")
+
     async def shutdown(self) -> None:
         """Stop serving; instances keep running for the next agent to adopt."""
         self.stopping.set()
         if self.active is not None and self.active.task is not None:
             self.active.task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.active.task
-            except (asyncio.CancelledError, Exception):
-                pass
         if self._supervisor is not None:
             self._supervisor.cancel()
         await self.router.close()
@@ -354,8 +397,11 @@ class Agent:
             "apply.started",
             f"{holder.get('user', '?')} started {target.get('operation', 'apply')} {apply_id}",
             actor=holder.get("user"),
-            data={"apply_id": apply_id, "services": sorted(target.get("services", {})),
-                  "destroy": target.get("destroy", [])},
+            data={
+                "apply_id": apply_id,
+                "services": sorted(target.get("services", {})),
+                "destroy": target.get("destroy", []),
+            },
         )
         self.active.task = asyncio.create_task(self._run_apply(self.active), name=apply_id)
         return apply_id, False
@@ -370,8 +416,11 @@ class Agent:
         ):
             # its holder died on this host: take the stale lease over now, not at expiry
             self.store.break_lock()
-            self.emit("lock.taken_over", f"lock of dead holder {current.describe()} taken over",
-                      data=asdict(current))
+            self.emit(
+                "lock.taken_over",
+                f"lock of dead holder {current.describe()} taken over",
+                data=asdict(current),
+            )
         self.store.acquire_lock(
             LockInfo(
                 holder_id=self.agent_id,
@@ -408,8 +457,11 @@ class Agent:
             log.warning("cannot resume %s: %s", record.id, exc)
             return
         self.active = ActiveApply(record.id, record.target, holder)
-        self.emit("apply.resumed", f"resuming {record.id} after the previous agent stopped",
-                  data={"apply_id": record.id})
+        self.emit(
+            "apply.resumed",
+            f"resuming {record.id} after the previous agent stopped",
+            data={"apply_id": record.id},
+        )
         self.active.task = asyncio.create_task(self._run_apply(self.active), name=record.id)
 
     async def _run_apply(self, active: ActiveApply) -> None:
@@ -489,8 +541,11 @@ class Agent:
             data={"release": release.number, "from": previous.number if previous else None},
         )
         result = await self.executor(active.id).converge(target, release, previous)
-        final = release.number if result.ok else (result.rolled_back_to or (
-            previous.number if previous else None))
+        final = (
+            release.number
+            if result.ok
+            else (result.rolled_back_to or (previous.number if previous else None))
+        )
         self.store.put_service(
             ServiceRecord(
                 name=name,
@@ -514,8 +569,11 @@ class Agent:
                 data=_result_view(result),
             )
         else:
-            back = f"rolled back to r{result.rolled_back_to}" if result.rolled_back_to else (
-                "no previous release to roll back to; its instances were stopped")
+            back = (
+                f"rolled back to r{result.rolled_back_to}"
+                if result.rolled_back_to
+                else ("no previous release to roll back to; its instances were stopped")
+            )
             self.emit(
                 "rollout.rolled_back",
                 f"{name}: r{release.number} failed ({result.reason}); {back}; {measured}",
@@ -533,8 +591,12 @@ class Agent:
         if name in self.router.routes():
             await self.router.close_route(name)
         self.store.delete_service(name)
-        self.emit("service.destroyed", f"{name}: destroyed ({len(result.stopped)} stopped)",
-                  service=name, data={"stopped": result.stopped})
+        self.emit(
+            "service.destroyed",
+            f"{name}: destroyed ({len(result.stopped)} stopped)",
+            service=name,
+            data={"stopped": result.stopped},
+        )
         return result
 
     # -- views ------------------------------------------------------------------------------

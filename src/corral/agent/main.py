@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import uvicorn
 
 from corral.agent.api import create_app
 from corral.agent.controller import Agent
 from corral.agent.faults import FaultInjector
 from corral.agent.runtime import build_runtime
-from corral.errors import CorralError
+from corral.errors import AgentError, CorralError
 from corral.paths import Home
 
 log = logging.getLogger("corral.agent")
@@ -30,10 +34,8 @@ log = logging.getLogger("corral.agent")
 
 def _bind_unix(path: Path) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    except FileNotFoundError:
-        pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(str(path))
     os.chmod(path, 0o600)
@@ -41,7 +43,70 @@ def _bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-async def run(home: Home, project: str, environment: str, state_url: str | None) -> int:
+INHERIT_ENV = "CORRAL_INHERIT_ROUTES"
+BIND_ENV = "CORRAL_API_BIND"
+
+
+def _inherited_routes() -> dict[str, socket.socket]:
+    """Listening sockets handed over by the previous agent: `web=7,api=8` (service=fd)."""
+    found: dict[str, socket.socket] = {}
+    for item in filter(None, os.environ.pop(INHERIT_ENV, "").split(",")):
+        service, _, fd = item.partition("=")
+        found[service] = socket.socket(fileno=int(fd))
+    return found
+
+
+async def _hand_over(
+    agent: Agent, home: Home, args: list[str], sock_path: Path, timeout: float = 20.0
+) -> int:
+    """Start the next agent on our route sockets; return its pid once it serves the API.
+
+    Both agents accept on the same listening sockets for a moment, so no connection is
+    refused; this one then stops accepting, lets in-flight requests finish, and exits."""
+    agent.pause_for_handover()
+    sockets = agent.route_sockets()
+    env = dict(os.environ)
+    env[INHERIT_ENV] = ",".join(f"{name}={s.fileno()}" for name, s in sockets.items())
+    env.pop("CORRAL_FAULT", None)
+    # the successor binds a side path; renaming it over ours is the atomic switch, so a
+    # successor that fails never leaves the API path dead
+    next_path = sock_path.with_name(sock_path.name + ".next")
+    env[BIND_ENV] = str(next_path)
+    log_path = home.agent_log(agent.project, agent.environment)
+    with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "corral.agent", *args],
+            stdin=devnull, stdout=log, stderr=log, env=env,
+            pass_fds=[s.fileno() for s in sockets.values()],
+            start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    transport = httpx.AsyncHTTPTransport(uds=str(next_path))
+    async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                break
+            try:
+                # a fresh connection each time: a kept-alive one would still reach us
+                answer = await client.get("/v1/agent", timeout=1.0, headers={"Connection": "close"})
+                info = answer.json()
+                if int(info["pid"]) == process.pid:
+                    os.replace(next_path, sock_path)
+                    agent.handed_over = True
+                    return process.pid
+            except (httpx.HTTPError, OSError, ValueError, KeyError):
+                pass
+            await asyncio.sleep(0.05)
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    agent.resume_after_failed_handover()
+    raise AgentError(f"the new agent did not come up; this one keeps running (see {log_path})")
+
+
+async def run(
+    home: Home, project: str, environment: str, state_url: str | None, args: list[str]
+) -> int:
     store, driver, router = build_runtime(home, project, environment, state_url)
     agent = Agent(
         home=home,
@@ -53,6 +118,7 @@ async def run(home: Home, project: str, environment: str, state_url: str | None)
         tick=float(os.environ.get("CORRAL_AGENT_TICK", "1.0")),
         fault=FaultInjector.from_env(),
     )
+    agent.inherited = _inherited_routes()
     try:
         await agent.start()
     except CorralError as exc:
@@ -60,15 +126,22 @@ async def run(home: Home, project: str, environment: str, state_url: str | None)
         store.close()
         return exc.exit_code
     sock_path = home.agent_socket(project, environment)
-    sock = _bind_unix(sock_path)
+    sock = _bind_unix(Path(os.environ.pop(BIND_ENV, "") or sock_path))
     server: uvicorn.Server | None = None
 
     def request_stop() -> None:
         if server is not None:
             server.should_exit = True
 
+    async def restart() -> int:
+        new_pid = await _hand_over(agent, home, args, sock_path)
+        # stop accepting on the shared sockets, finish in-flight requests, then exit
+        await agent.router.close()
+        asyncio.get_running_loop().call_later(0.2, request_stop)
+        return new_pid
+
     config = uvicorn.Config(
-        create_app(agent, on_stop=request_stop),
+        create_app(agent, on_stop=request_stop, on_restart=restart),
         log_level="warning",
         lifespan="off",
         access_log=False,
@@ -84,10 +157,9 @@ async def run(home: Home, project: str, environment: str, state_url: str | None)
     finally:
         await agent.shutdown()
         store.close()
-        try:
-            sock_path.unlink()
-        except FileNotFoundError:
-            pass
+        if not agent.handed_over:  # the successor serves on this path now
+            with contextlib.suppress(FileNotFoundError):
+                sock_path.unlink()
     return 0
 
 
@@ -104,10 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # the default loop works, only slower
         pass
-    return asyncio.run(run(home, args.project, args.env, args.state_url))
+    own_args = ["--home", args.home, "--project", args.project, "--env", args.env]
+    if args.state_url:
+        own_args += ["--state-url", args.state_url]
+    return asyncio.run(run(home, args.project, args.env, args.state_url, own_args))

@@ -85,11 +85,19 @@ def validate(spec: SpecOption = Path("corral.yaml"), as_json: JsonOption = False
     ctx = _ctx(spec, "dev")
     loaded = ctx.loaded
     if as_json:
-        _emit_json({"valid": True, "project": loaded.project,
-                    "images": sorted(loaded.spec.images), "services": sorted(loaded.spec.services)})
+        _emit_json(
+            {
+                "valid": True,
+                "project": loaded.project,
+                "images": sorted(loaded.spec.images),
+                "services": sorted(loaded.spec.services),
+            }
+        )
         return
-    out.print(f"[green]✓[/] {loaded.path} is valid: project {loaded.project}, "
-              f"{len(loaded.spec.images)} image(s), {len(loaded.spec.services)} service(s)")
+    out.print(
+        f"[green]✓[/] {loaded.path} is valid: project {loaded.project}, "
+        f"{len(loaded.spec.images)} image(s), {len(loaded.spec.services)} service(s)"
+    )
 
 
 @app.command()
@@ -194,8 +202,9 @@ def follow_apply(client: AgentClient, apply_id: str) -> int:
 
 
 @app.command()
-def status(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
-           as_json: JsonOption = False) -> None:
+def status(
+    spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev", as_json: JsonOption = False
+) -> None:
     """The fleet: every service, its release, and each instance's state and health."""
     ctx = _ctx(spec, env)
     try:
@@ -213,8 +222,12 @@ def status(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
 
 
 @app.command()
-def history(service: str, spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
-            as_json: JsonOption = False) -> None:
+def history(
+    service: str,
+    spec: SpecOption = Path("corral.yaml"),
+    env: EnvOption = "dev",
+    as_json: JsonOption = False,
+) -> None:
     """The releases of a service, oldest first, and which one runs."""
     ctx = _ctx(spec, env)
     try:
@@ -228,9 +241,13 @@ def history(service: str, spec: SpecOption = Path("corral.yaml"), env: EnvOption
 
 
 @app.command()
-def events(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
-           service: Annotated[str | None, typer.Option(help="only this service")] = None,
-           limit: int = 50, as_json: JsonOption = False) -> None:
+def events(
+    spec: SpecOption = Path("corral.yaml"),
+    env: EnvOption = "dev",
+    service: Annotated[str | None, typer.Option(help="only this service")] = None,
+    limit: int = 50,
+    as_json: JsonOption = False,
+) -> None:
     """The append-only trail: applies, starts, stops, rollbacks, lock changes."""
     ctx = _ctx(spec, env)
     try:
@@ -274,8 +291,11 @@ def destroy(
     try:
         target = destroy_target(ctx.store, services)
         if not target["destroy"]:
-            out.print("Nothing to destroy: no recorded service"
-                      + (f" named {', '.join(services)}" if services else "") + ".")
+            out.print(
+                "Nothing to destroy: no recorded service"
+                + (f" named {', '.join(services)}" if services else "")
+                + "."
+            )
             return
         client = _client(ctx)
         client.ensure(ctx.state_url)
@@ -288,8 +308,9 @@ def destroy(
 
 
 @lock_app.command("status")
-def lock_status(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
-                as_json: JsonOption = False) -> None:
+def lock_status(
+    spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev", as_json: JsonOption = False
+) -> None:
     """Who holds the lock, for what, since when."""
     ctx = _ctx(spec, env)
     try:
@@ -304,9 +325,11 @@ def lock_status(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
 
 
 @lock_app.command("release")
-def lock_release(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
-                 force: Annotated[bool, typer.Option(help="even if its holder is alive")] = False
-                 ) -> None:
+def lock_release(
+    spec: SpecOption = Path("corral.yaml"),
+    env: EnvOption = "dev",
+    force: Annotated[bool, typer.Option(help="even if its holder is alive")] = False,
+) -> None:
     """Release a lock whose holder died (with --force: any lock)."""
     ctx = _ctx(spec, env)
     try:
@@ -353,14 +376,25 @@ def agent_stop(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev") -
 
 @agent_app.command("restart")
 def agent_restart(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev") -> None:
-    """Stop the agent and start a new one that adopts the running instances."""
-    agent_stop(spec, env)
-    agent_start(spec, env)
+    """Replace the agent: the new one takes the route sockets over (no connection refused)
+    and adopts the running instances."""
+    ctx = _ctx(spec, env)
+    client = _client(ctx)
+    if not client.is_running():
+        agent_start(spec, env)
+        return
+    answer = client.request("POST", "/v1/agent/restart")
+    views.wait_pid_gone(int(answer["old_pid"]), timeout=15.0)
+    out.print(
+        f"Agent restarted: pid {answer['old_pid']} → {answer['new_pid']}; "
+        "routes handed over, instances adopted."
+    )
 
 
 @agent_app.command("status")
-def agent_status(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
-                 as_json: JsonOption = False) -> None:
+def agent_status(
+    spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev", as_json: JsonOption = False
+) -> None:
     """Whether the agent runs, and where."""
     ctx = _ctx(spec, env)
     client = _client(ctx)
@@ -370,9 +404,11 @@ def agent_status(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev",
     elif info is None:
         out.print("The agent is not running.")
     else:
-        out.print(f"Agent {info['agent_id']} (pid {info['pid']}) running since "
-                  f"{time.strftime('%H:%M:%S', time.localtime(info['started_at']))}; "
-                  f"routes: {info['routes'] or 'none'}")
+        out.print(
+            f"Agent {info['agent_id']} (pid {info['pid']}) running since "
+            f"{time.strftime('%H:%M:%S', time.localtime(info['started_at']))}; "
+            f"routes: {info['routes'] or 'none'}"
+        )
 
 
 def main() -> None:

@@ -34,8 +34,12 @@ def baked_line(console: Console) -> Callable[[str, ImageRef], None]:
 
 
 def image_json(ref: ImageRef) -> dict[str, Any]:
-    return {"name": ref.name, "digest": ref.digest, "config_digest": ref.config_digest,
-            "size": ref.size}
+    return {
+        "name": ref.name,
+        "digest": ref.digest,
+        "config_digest": ref.config_digest,
+        "size": ref.size,
+    }
 
 
 _PLAN_STYLES = {"+": "green", "-": "red", "~": "yellow", "-/+": "magenta"}
@@ -53,8 +57,15 @@ def print_plan(console: Console, text: str) -> None:
 
 
 def event_json(event: Event) -> dict[str, Any]:
-    return {"seq": event.seq, "ts": event.ts, "kind": event.kind, "service": event.service,
-            "message": event.message, "actor": event.actor, "data": event.data}
+    return {
+        "seq": event.seq,
+        "ts": event.ts,
+        "kind": event.kind,
+        "service": event.service,
+        "message": event.message,
+        "actor": event.actor,
+        "data": event.data,
+    }
 
 
 _EVENT_STYLES = {
@@ -72,8 +83,11 @@ def print_event(console: Console, event: dict[str, Any], *, with_time: bool = Fa
     stamp = time.strftime("%H:%M:%S", time.localtime(event["ts"]))
     style = _EVENT_STYLES.get(event["kind"], "")
     prefix = f"{stamp} " if with_time else f"[dim]{stamp}[/] "
-    console.print(prefix + f"[{style}]{event['message']}[/]" if style else
-                  prefix + Text(event["message"]).markup)
+    console.print(
+        prefix + f"[{style}]{event['message']}[/]"
+        if style
+        else prefix + Text(event["message"]).markup
+    )
 
 
 def print_apply_result(console: Console, apply: dict[str, Any]) -> None:
@@ -83,19 +97,30 @@ def print_apply_result(console: Console, apply: dict[str, Any]) -> None:
         if name == "error":
             console.print(f"[red]error:[/] {outcome['message']}")
             continue
-        served = (f"{outcome['requests']} requests through the router during the roll-out, "
-                  f"{outcome['failed_requests']} failed")
+        served = (
+            f"{outcome['requests']} requests through the router during the roll-out, "
+            f"{outcome['failed_requests']} failed"
+        )
         if outcome.get("release") is None:
-            console.print(f"[green]{name}: destroyed[/] ({len(outcome.get('stopped', []))} "
-                          "instance(s) drained and stopped)")
+            console.print(
+                f"[green]{name}: destroyed[/] ({len(outcome.get('stopped', []))} "
+                "instance(s) drained and stopped)"
+            )
         elif outcome.get("ok"):
-            console.print(f"[green]{name}: r{outcome['release']} done in "
-                          f"{outcome['seconds']:.2f}s[/] — {served}")
+            console.print(
+                f"[green]{name}: r{outcome['release']} done in "
+                f"{outcome['seconds']:.2f}s[/] — {served}"
+            )
         else:
-            back = (f"rolled back to r{outcome['rolled_back_to']}"
-                    if outcome.get("rolled_back_to") else "not rolled forward")
-            console.print(f"[red]{name}: r{outcome['release']} failed: {outcome['reason']}; "
-                          f"{back}[/] — {served}")
+            back = (
+                f"rolled back to r{outcome['rolled_back_to']}"
+                if outcome.get("rolled_back_to")
+                else "not rolled forward"
+            )
+            console.print(
+                f"[red]{name}: r{outcome['release']} failed: {outcome['reason']}; "
+                f"{back}[/] — {served}"
+            )
     colour = "green" if status == "succeeded" else "red"
     console.print(f"[{colour}]Apply {apply['id']} {status}.[/]")
 
@@ -104,18 +129,36 @@ def status_from_store(store: StateStore) -> dict[str, Any]:
     """The status shape without an agent: health is unknown, routes are not served."""
     services = []
     for service in store.list_services():
-        release = (store.get_release(service.name, service.current_release)
-                   if service.current_release else None)
+        release = (
+            store.get_release(service.name, service.current_release)
+            if service.current_release
+            else None
+        )
         instances = []
         for record in store.list_instances(service.name):
             rel = store.get_release(service.name, record.release)
-            instances.append({"id": record.id, "serial": record.serial,
-                              "release": f"r{record.release}", "state": record.state.value,
-                              "health": "unknown", "address": record.address,
-                              "image": rel.image_digest if rel else None})
-        services.append({"name": service.name, "release": release.name if release else None,
-                         "desired": service.replicas, "ready": 0, "route": None,
-                         "rollout": None, "instances": instances})
+            instances.append(
+                {
+                    "id": record.id,
+                    "serial": record.serial,
+                    "release": f"r{record.release}",
+                    "state": record.state.value,
+                    "health": "unknown",
+                    "address": record.address,
+                    "image": rel.image_digest if rel else None,
+                }
+            )
+        services.append(
+            {
+                "name": service.name,
+                "release": release.name if release else None,
+                "desired": service.replicas,
+                "ready": 0,
+                "route": None,
+                "rollout": None,
+                "instances": instances,
+            }
+        )
     return {"services": services, "agent": "not running"}
 
 
@@ -125,24 +168,34 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
         return
     for service in data["services"]:
         route = service["route"] or "not routed"
-        console.print(f"[bold]{service['name']}[/]  release {service['release'] or '-'}  "
-                      f"ready {service['ready']}/{service['desired']}  route {route}")
+        console.print(
+            f"[bold]{service['name']}[/]  release {service['release'] or '-'}  "
+            f"ready {service['ready']}/{service['desired']}  route {route}"
+        )
         if service.get("rollout"):
             r = service["rollout"]
-            console.print(f"  [yellow]rolling r{r.get('from_release')} → "
-                          f"r{r.get('to_release')}[/]")
+            console.print(f"  [yellow]rolling r{r.get('from_release')} → r{r.get('to_release')}[/]")
         table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
         for column in ("instance", "serial", "release", "state", "health", "address", "image"):
             table.add_column(column)
         for inst in service["instances"]:
             health = inst["health"]
             colour = {"ready": "green", "dead": "red"}.get(health, "yellow")
-            table.add_row(inst["id"], str(inst["serial"]), inst["release"], inst["state"],
-                          f"[{colour}]{health}[/]", inst["address"] or "-", short(inst["image"]))
+            table.add_row(
+                inst["id"],
+                str(inst["serial"]),
+                inst["release"],
+                inst["state"],
+                f"[{colour}]{health}[/]",
+                inst["address"] or "-",
+                short(inst["image"]),
+            )
         console.print(table)
     if data.get("agent") == "not running":
-        console.print("[dim]The agent is not running: health unknown, routes not served. "
-                      "Start it with `corral agent start`.[/]")
+        console.print(
+            "[dim]The agent is not running: health unknown, routes not served. "
+            "Start it with `corral agent start`.[/]"
+        )
 
 
 def history_data(store: StateStore, service: str) -> dict[str, Any]:
@@ -151,15 +204,22 @@ def history_data(store: StateStore, service: str) -> dict[str, Any]:
     if record is None and not releases:
         from corral.errors import UsageError
 
-        raise UsageError(f"no service named {service!r} in this environment",
-                         hint="`corral status` lists the recorded services.")
+        raise UsageError(
+            f"no service named {service!r} in this environment",
+            hint="`corral status` lists the recorded services.",
+        )
     return {
         "service": service,
         "current": f"r{record.current_release}" if record and record.current_release else None,
         "releases": [
-            {"release": r.name, "image": r.image_digest, "config_hash": r.config_hash,
-             "created_at": r.created_at, "created_by": r.created_by,
-             "current": bool(record and record.current_release == r.number)}
+            {
+                "release": r.name,
+                "image": r.image_digest,
+                "config_hash": r.config_hash,
+                "created_at": r.created_at,
+                "created_by": r.created_by,
+                "current": bool(record and record.current_release == r.number),
+            }
             for r in releases
         ],
     }
@@ -170,15 +230,20 @@ def print_history(console: Console, data: dict[str, Any]) -> None:
     for column in ("", "release", "image", "config", "created", "by"):
         table.add_column(column)
     for r in data["releases"]:
-        table.add_row("▶" if r["current"] else "", r["release"], short(r["image"]),
-                      short(r["config_hash"]),
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
-                      r["created_by"])
+        table.add_row(
+            "▶" if r["current"] else "",
+            r["release"],
+            short(r["image"]),
+            short(r["config_hash"]),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+            r["created_by"],
+        )
     console.print(table)
 
 
-def print_logs(console: Console, ctx: Context, service: str, *, instance: str | None,
-               tail: int, follow: bool) -> None:
+def print_logs(
+    console: Console, ctx: Context, service: str, *, instance: str | None, tail: int, follow: bool
+) -> None:
     from corral.agent.runtime import build_driver
 
     driver = build_driver(ctx.home, ctx.project, ctx.environment)
@@ -216,10 +281,19 @@ def print_logs(console: Console, ctx: Context, service: str, *, instance: str | 
 def lock_json(lock: LockInfo | None) -> dict[str, Any]:
     if lock is None:
         return {"locked": False}
-    return {"locked": True, "holder": lock.describe(), "user": lock.user, "host": lock.host,
-            "pid": lock.pid, "command": lock.command, "message": lock.message,
-            "operation": lock.operation, "since": lock.since, "expires_at": lock.expires_at,
-            "expired": lock.expires_at < time.time()}
+    return {
+        "locked": True,
+        "holder": lock.describe(),
+        "user": lock.user,
+        "host": lock.host,
+        "pid": lock.pid,
+        "command": lock.command,
+        "message": lock.message,
+        "operation": lock.operation,
+        "since": lock.since,
+        "expires_at": lock.expires_at,
+        "expired": lock.expires_at < time.time(),
+    }
 
 
 def print_lock(console: Console, data: dict[str, Any]) -> None:
@@ -228,8 +302,9 @@ def print_lock(console: Console, data: dict[str, Any]) -> None:
         return
     since = time.strftime("%H:%M:%S", time.localtime(data["since"]))
     state = "expired lease" if data["expired"] else "live lease"
-    console.print(f"Locked by {data['holder']} for {data['operation'] or 'a change'} "
-                  f"since {since} ({state}).")
+    console.print(
+        f"Locked by {data['holder']} for {data['operation'] or 'a change'} since {since} ({state})."
+    )
 
 
 def holder_alive(lock: LockInfo) -> bool:

@@ -164,7 +164,7 @@ class Executor:
     async def converge(
         self, target: ServiceTarget, release: Release, previous: Release | None
     ) -> RolloutResult:
-        """Move the service to `release` × replicas; on failure roll back to `previous`."""
+        """Move the service to `release` (all replicas); on failure roll back to `previous`."""
         result = RolloutResult(ok=False, release=release.number)
         before = self._route_counts(target.name)
         outcome = await self._run(

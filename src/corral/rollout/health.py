@@ -8,6 +8,7 @@ during a large roll-out).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -56,10 +57,8 @@ async def probe(address: str, check: HealthCheck) -> ProbeResult:
                 status_line = await reader.readline()
             finally:
                 writer.close()
-                try:
+                with contextlib.suppress(OSError):
                     await writer.wait_closed()
-                except OSError:
-                    pass
     except TimeoutError:
         return ProbeResult(False, f"no answer within {check.timeout:g}s")
     except OSError as exc:

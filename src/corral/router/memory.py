@@ -36,6 +36,7 @@ class _Route:
     counters: RouteCounters = field(default_factory=RouteCounters)
     balancer: SmoothWeighted[Backend] = field(default_factory=lambda: SmoothWeighted([]))
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    sock: socket.socket | None = None  # the socket it was opened with (never listened on)
 
     def rebalance(self) -> None:
         self.balancer = SmoothWeighted(
@@ -92,9 +93,10 @@ class InMemoryRouter:
                 "route port in corral.yaml.",
             )
         if route is None:
-            self._routes[service] = _Route(host, port, hold_timeout or self.hold_timeout)
+            route = self._routes[service] = _Route(host, port, hold_timeout or self.hold_timeout)
         else:
             route.host, route.port = host, port
+        route.sock = sock
         self.history.append(("open_route", service, port))
 
     async def close_route(self, service: str) -> None:
@@ -144,6 +146,16 @@ class InMemoryRouter:
 
     def routes(self) -> dict[str, int]:
         return {service: route.port for service, route in self._routes.items()}
+
+    def listening_socket(self, service: str) -> socket.socket:
+        """The socket the route was opened with; an in-memory route listens on nothing else."""
+        sock = self._route(service).sock
+        if sock is None:
+            raise UsageError(
+                f"the in-memory route of service {service!r} has no listening socket",
+                hint="Open it with `sock=` to test a hand-over, or use EmbeddedRouter.",
+            )
+        return sock
 
     async def close(self) -> None:
         for service in list(self._routes):

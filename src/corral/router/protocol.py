@@ -95,4 +95,8 @@ class Router(Protocol):
 
     def routes(self) -> dict[str, int]: ...  # service → port
 
+    def listening_socket(self, service: str) -> socket.socket:
+        """The route's listening socket, whose fd the agent hands to its successor."""
+        ...
+
     async def close(self) -> None: ...

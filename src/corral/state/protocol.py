@@ -56,7 +56,9 @@ class StateStore(Protocol):
     def list_instances(
         self, service: str | None = None, *, include_gone: bool = False
     ) -> list[InstanceRecord]:
-        """Live ones (pending/running/stopping), or all with include_gone; by service, serial, id."""
+        """Live ones (pending/running/stopping), or all with include_gone.
+
+        Sorted by service, serial, id."""
         ...
 
     # events: append-only
