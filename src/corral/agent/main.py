@@ -136,7 +136,7 @@ async def run(
     async def restart() -> int:
         new_pid = await _hand_over(agent, home, args, sock_path)
         # stop accepting on the shared sockets, finish in-flight requests, then exit
-        await agent.router.close()
+        await router.retire()
         asyncio.get_running_loop().call_later(0.2, request_stop)
         return new_pid
 

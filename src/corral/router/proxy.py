@@ -14,6 +14,7 @@ connections, the hot path), `pool` (one backend's state), `balancer`, `stats`, `
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 from corral.errors import UsageError
@@ -113,6 +114,12 @@ class EmbeddedRouter:
 
     def routes(self) -> dict[str, int]:
         return {service: route.port for service, route in self._routes.items()}
+
+    async def retire(self, timeout: float = 5.0) -> None:
+        """Hand-over: stop accepting, end each client connection after its next response,
+        then close (the successor accepts on the same sockets meanwhile)."""
+        routes, self._routes = self._routes, {}
+        await asyncio.gather(*(route.retire(timeout) for route in routes.values()))
 
     async def close(self) -> None:
         routes, self._routes = self._routes, {}

@@ -49,6 +49,7 @@ class Route:
         self.host = ""
         self.port = 0
         self.closed = False
+        self.retiring = False  # handing over to another process: close after each response
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -67,6 +68,21 @@ class Route:
             old.close()
         if self._sweeper is None:
             self._sweep()
+
+    async def retire(self, timeout: float) -> None:
+        """Stop accepting and let each client connection end after its next response.
+
+        Used when another process took over the listening socket: clients reconnect there,
+        and no connection is refused or cut mid-request. Connections still open at the
+        timeout are closed."""
+        self.retiring = True
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        deadline = self._loop.time() + timeout
+        while self.clients and self._loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        await self.close()
 
     async def close(self) -> None:
         server, self._server = self._server, None

@@ -181,7 +181,7 @@ class BackendConn(asyncio.Protocol):
             self.until_eof = True
         # the client connection closes after this response if the client asked, if the body
         # is delimited by the close, or if the backend answered before the request body ended
-        close = not req.keep_alive or self.until_eof or not req.body_done
+        close = not req.keep_alive or self.until_eof or not req.body_done or client.route.retiring
         req.close_after = close
         out = rewrite_response_head(head, close=close, client_http10=req.http10)
         self.head_sent = True
