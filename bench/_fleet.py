@@ -52,7 +52,7 @@ class BenchFleet:
 
     def corral(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [CORRAL, *args, "-f", str(self.spec)],
+            [CORRAL, *args, "--file", str(self.spec)],
             env=self.env,
             capture_output=True,
             text=True,

@@ -32,7 +32,7 @@ def step(title: str) -> None:
 
 def corral(spec: Path, *args: str, check: bool = True) -> int:
     print(f"$ corral {' '.join(args)}", flush=True)
-    code = subprocess.call([CORRAL, *args, "-f", str(spec)])
+    code = subprocess.call([CORRAL, *args, "--file", str(spec)])
     if check and code != 0:
         raise SystemExit(f"corral {' '.join(args)} exited {code}")
     return code

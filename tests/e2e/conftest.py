@@ -69,7 +69,7 @@ class Fleet:
         self, *args: str, timeout: float = 90, extra_env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [CORRAL, *args, "-f", str(self.spec)],
+            [CORRAL, *args, "--file", str(self.spec)],
             env={**self.env, **(extra_env or {})},
             capture_output=True,
             text=True,
@@ -78,7 +78,7 @@ class Fleet:
 
     def popen(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [CORRAL, *args, "-f", str(self.spec)],
+            [CORRAL, *args, "--file", str(self.spec)],
             env={**self.env, **(extra_env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -265,7 +265,9 @@ def events(
 @app.command()
 def logs(
     service: str,
-    spec: SpecOption = Path("corral.yaml"),
+    spec: Annotated[
+        Path, typer.Option("--file", help="the spec file", envvar="CORRAL_SPEC")
+    ] = Path("corral.yaml"),
     env: EnvOption = "dev",
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
     instance: Annotated[str | None, typer.Option(help="only this instance")] = None,
@@ -427,10 +429,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("Interrupted. A roll-out already started goes on in the agent.")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        # usage errors of the (vendored) click under typer: shown as click shows them, exit 2
+        show = getattr(exc, "show", None)
+        if callable(show) and hasattr(exc, "exit_code"):
+            show()
             sys.exit(2)
         raise
