@@ -43,6 +43,8 @@ from corral.state.records import (
 log = logging.getLogger("corral.agent")
 
 LEASE_TTL = 15.0
+CRASH_LOOP_WINDOW = 10.0  # an instance that dies sooner after its start is crash-looping
+CRASH_LOOP_MAX_DELAY = 60.0
 
 
 @dataclass
@@ -106,6 +108,10 @@ class Agent:
         self._supervisor: asyncio.Task[None] | None = None
         self._lease: asyncio.Task[None] | None = None
         self._exited_reported: set[str] = set()
+        self.service_locks: dict[str, asyncio.Lock] = {}  # roll-outs and heals, one at a time
+        self.heal_backoff: dict[str, tuple[int, float]] = {}  # service → (failures, not before)
+        self._heals: dict[str, asyncio.Task[None]] = {}
+        self._backing_off: dict[str, bool] = {}
         self.inherited: dict[str, socket.socket] = {}  # route sockets handed over on restart
         self.handed_over = False
 
@@ -325,6 +331,95 @@ class Agent:
                 )
         for service in touched:
             await self.executor(None).sync_routes(service)
+        self._schedule_heals()
+
+    def service_lock(self, service: str) -> asyncio.Lock:
+        return self.service_locks.setdefault(service, asyncio.Lock())
+
+    def _schedule_heals(self) -> None:
+        """Replace, don't repair (law 8): a service with dead or missing instances is healed
+        from its current release, one heal at a time, never during its roll-out."""
+        now = time.monotonic()
+        for service in self.store.list_services():
+            if service.current_release is None or service.name in self._heals:
+                continue
+            if self.service_lock(service.name).locked():
+                continue  # a roll-out owns the service now; it converges it anyway
+            live = [
+                r
+                for r in self.store.list_instances(service.name)
+                if r.state is not InstanceState.STOPPING
+            ]
+            dead = [r for r in live if r.id in self.book.dead]
+            if not dead and len(live) >= service.replicas:
+                continue
+            failures, not_before = self.heal_backoff.get(service.name, (0, 0.0))
+            if now < not_before:
+                continue
+            young = [r for r in dead if time.time() - r.created_at < CRASH_LOOP_WINDOW]
+            if young and not self._backing_off.get(service.name):
+                # died soon after it started: a crash loop backs off instead of spinning
+                failures += 1
+                delay = min(CRASH_LOOP_MAX_DELAY, self.tick * 2**failures)
+                self.heal_backoff[service.name] = (failures, now + delay)
+                self._backing_off[service.name] = True
+                self.emit(
+                    "heal.backoff",
+                    f"{service.name}: {len(young)} instance(s) died within "
+                    f"{CRASH_LOOP_WINDOW:g}s of starting (crash loop #{failures}); "
+                    f"next replacement in {delay:.1f}s",
+                    service=service.name,
+                    data={"failures": failures, "delay": delay, "instances": [r.id for r in young]},
+                )
+                continue
+            if dead and not young:
+                self.heal_backoff.pop(service.name, None)  # a long-lived one died: no loop
+            self._backing_off[service.name] = False
+            self._heals[service.name] = asyncio.create_task(
+                self._heal(service.name, [r.id for r in dead]), name=f"heal-{service.name}"
+            )
+
+    async def _heal(self, name: str, dead: list[str]) -> None:
+        try:
+            async with self.service_lock(name):
+                service = self.store.get_service(name)
+                if service is None or service.current_release is None:
+                    return
+                release = self.store.get_release(name, service.current_release)
+                if release is None:
+                    return
+                target = ServiceTarget(name, service.replicas, service.settings)
+                why = ", ".join(f"{i} ({self.book.detail.get(i, 'dead')})" for i in dead)
+                self.emit(
+                    "heal.started",
+                    f"{name}: replacing {why or 'missing instances'} from r{release.number}",
+                    service=name,
+                    data={"instances": dead, "release": release.number},
+                )
+                result = await self.executor(None).heal(target, release)
+                if result.ok:
+                    self.emit(
+                        "heal.succeeded",
+                        f"{name}: replaced {len(result.stopped)} with "
+                        f"{', '.join(result.started) or 'nothing new'} (r{release.number})",
+                        service=name,
+                        data={"stopped": result.stopped, "started": result.started},
+                    )
+                else:
+                    failures = self.heal_backoff.get(name, (0, 0.0))[0] + 1
+                    delay = min(CRASH_LOOP_MAX_DELAY, self.tick * 2**failures)
+                    self.heal_backoff[name] = (failures, time.monotonic() + delay)
+                    self.emit(
+                        "heal.backoff",
+                        f"{name}: replacement failed ({result.reason}); attempt {failures}, "
+                        f"next in {delay:.1f}s",
+                        service=name,
+                        data={"failures": failures, "delay": delay, "reason": result.reason},
+                    )
+        except Exception:  # a heal must never take the supervisor down
+            log.exception("heal of %s failed", name)
+        finally:
+            self._heals.pop(name, None)
 
     def route_sockets(self) -> dict[str, socket.socket]:
         """The listening socket of every route, to hand to the next agent on restart."""
@@ -540,7 +635,8 @@ class Agent:
             service=name,
             data={"release": release.number, "from": previous.number if previous else None},
         )
-        result = await self.executor(active.id).converge(target, release, previous)
+        async with self.service_lock(name):
+            result = await self.executor(active.id).converge(target, release, previous)
         final = (
             release.number
             if result.ok
@@ -587,7 +683,8 @@ class Agent:
         existing = self.store.get_service(name)
         settings = existing.settings if existing else {}
         target = ServiceTarget(name=name, replicas=0, settings=settings)
-        result = await self.executor(active.id).retire_all(target, "service destroyed")
+        async with self.service_lock(name):
+            result = await self.executor(active.id).retire_all(target, "service destroyed")
         if name in self.router.routes():
             await self.router.close_route(name)
         self.store.delete_service(name)

@@ -196,6 +196,34 @@ class Executor:
         result.failed_requests = after[1] - before[1]
         return result
 
+    async def heal(self, target: ServiceTarget, release: Release) -> RolloutResult:
+        """Replace dead or missing instances from the same release (law 8).
+
+        Never rolls back and never touches healthy instances: a replacement that does not
+        come up is reported, and the caller backs off before trying again."""
+        result = RolloutResult(ok=False, release=release.number)
+        outcome = await self._run(
+            target,
+            release,
+            rolling(
+                release.number,
+                target.replicas,
+                self.fleet(target.name),
+                max_surge=max(1, target.replicas),
+                max_unavailable=0,
+            ),
+            result,
+        )
+        result.ok = isinstance(outcome, Completed)
+        if isinstance(outcome, Failed):
+            result.reason = outcome.reason
+            # a replacement that never became healthy serves nothing: stop it, keep the rest
+            broken = [m.id for m in self.fleet(target.name).members if not m.ready]
+            if broken:
+                await self._retire(target, tuple(broken), "replacement not healthy", result)
+        result.ended_at = time.time()
+        return result
+
     async def _roll_back(
         self,
         target: ServiceTarget,

@@ -1,0 +1,79 @@
+"""Replace, don't repair (law 8): the agent replaces crashed instances from the same release."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+from tests.e2e.conftest import Fleet, Load
+
+
+def wait_for(predicate: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def kill_instance(fleet: Fleet, instance_id: str) -> None:
+    """kill -9 the instance's sandbox (its init and so every process in it)."""
+    pid_file = next(fleet.home.rglob(f"instances/**/{instance_id}/pid"))
+    pids = json.loads(pid_file.read_text())
+    os.kill(int(pids["sandbox"]["pid"]), signal.SIGKILL)
+
+
+def events(fleet: Fleet) -> list[dict[str, Any]]:
+    return json.loads(fleet.ok("events", "--json", "--limit", "500").stdout)["events"]  # type: ignore[no-any-return]
+
+
+def test_killed_instance_is_replaced_from_the_same_release_under_load(fleet: Fleet) -> None:
+    fleet.ok("apply")
+    before = {i["id"]: i for i in fleet.status()["services"][0]["instances"]}
+    victim = sorted(before)[1]
+    with Load(fleet.url, clients=4, max_seconds=30) as load:
+        time.sleep(0.5)
+        kill_instance(fleet, victim)
+
+        def replaced() -> bool:
+            web = fleet.status()["services"][0]
+            ids = {i["id"] for i in web["instances"]}
+            return victim not in ids and web["ready"] == 3
+
+        wait_for(replaced)
+        time.sleep(0.5)
+    web = fleet.status()["services"][0]
+    assert web["release"] == "r1"
+    assert {i["release"] for i in web["instances"]} == {"r1"}
+    assert sorted(i["serial"] for i in web["instances"]) == [0, 1, 2]
+    new = {i["id"] for i in web["instances"]} - set(before)
+    assert len(new) == 1 and before[victim]["serial"] == next(
+        i["serial"] for i in web["instances"] if i["id"] in new
+    )
+    # requests in flight on the killed instance are retried by the router (GET)
+    assert load.failed == 0, dict(load.errors)
+    kinds = [e["kind"] for e in events(fleet)]
+    assert "instance.exited" in kinds and "heal.succeeded" in kinds
+
+
+def test_crash_looping_release_backs_off(fleet: Fleet) -> None:
+    # every instance serves, passes its health check, then dies a moment later
+    fleet.edit_spec(
+        'cmd: ["/usr/bin/python3", "/app/server.py"]',
+        'cmd: ["/usr/bin/timeout", "1", "/usr/bin/python3", "/app/server.py"]',
+    )
+    fleet.edit_spec("replicas: 3", "replicas: 1")
+    fleet.ok("apply")
+
+    def backoffs() -> list[dict[str, Any]]:
+        return [e for e in events(fleet) if e["kind"] == "heal.backoff"]
+
+    wait_for(lambda: len(backoffs()) >= 2, timeout=30)
+    found = backoffs()
+    delays = [e["data"]["delay"] for e in found]
+    assert delays[1] > delays[0]  # exponential, not spinning
