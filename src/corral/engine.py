@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from corral.agent.runtime import build_driver, image_store, open_store
+from corral.images.lifecycle import deployable
 from corral.images.model import ImageRef
+from corral.images.recipes import bake_images
 from corral.inventory import observed_views, recorded_services
 from corral.paths import Home
 from corral.plan.diff import diff
@@ -70,16 +72,16 @@ def settings_of(service: Any) -> dict[str, Any]:
 
 
 def bake_all(
-    ctx: Context, *, progress: Callable[[str, ImageRef], None] | None = None
+    ctx: Context,
+    *,
+    progress: Callable[[str, ImageRef], None] | None = None,
+    update_bases: bool = False,
 ) -> dict[str, ImageRef]:
+    """Bake every image, bases first, with the bases pinned by corral.lock (images/recipes)."""
     store = image_store(ctx.home)
-    refs = {}
-    for name, recipe in ctx.loaded.spec.images.items():
-        ref = store.bake(name, recipe, ctx.loaded.base_dir)
-        refs[name] = ref
-        if progress is not None:
-            progress(name, ref)
-    return refs
+    images = ctx.loaded.spec.images
+    base_dir = ctx.loaded.base_dir
+    return bake_images(store, images, base_dir, update_bases=update_bases, progress=progress).refs
 
 
 def desired_services(ctx: Context, refs: dict[str, ImageRef]) -> list[DesiredService]:
@@ -90,7 +92,10 @@ def desired_services(ctx: Context, refs: dict[str, ImageRef]) -> list[DesiredSer
             DesiredService(
                 name=name,
                 image=service.image,
-                image_digest=refs[service.image].digest,
+                # `web`, `web@prod` or `web@sha256:…`; a revoked image is refused (exit 2).
+                image_digest=deployable(
+                    image_store(ctx.home), service.image, {n: r.digest for n, r in refs.items()}
+                ),
                 config=config,
                 config_hash=config_hash(config),
                 replicas=service.replicas,
@@ -137,6 +142,47 @@ def apply_target(plan: Plan) -> dict[str, Any]:
         "operation": "apply",
         "services": services,
         "destroy": sorted(destroy),
+    }
+
+
+def rollback_target(store: StateStore, service: str, to: str | None) -> dict[str, Any]:
+    """A target that runs an earlier release again: `to` (rN) or the one before the current."""
+    from corral.errors import UsageError
+
+    record = store.get_service(service)
+    if record is None or record.current_release is None:
+        raise UsageError(
+            f"no service named {service!r} is running in this environment",
+            hint="`corral status` lists the recorded services.",
+        )
+    releases = store.list_releases(service)
+    if to is not None:
+        number = int(to.lstrip("r")) if to.lstrip("r").isdigit() else -1
+        chosen = next((r for r in releases if r.number == number), None)
+        if chosen is None:
+            known = ", ".join(r.name for r in releases)
+            raise UsageError(f"{service} has no release {to!r} (releases: {known})")
+    else:
+        older = [r for r in releases if r.number < record.current_release]
+        if not older:
+            raise UsageError(
+                f"{service} has no release before r{record.current_release}",
+                hint="Pass --to rN to choose one.",
+            )
+        chosen = older[-1]
+    return {
+        "operation": "rollback",
+        "services": {
+            service: {
+                "image": "",
+                "image_digest": chosen.image_digest,
+                "config": chosen.config,
+                "config_hash": chosen.config_hash,
+                "replicas": record.replicas,
+                "settings": record.settings,
+            }
+        },
+        "destroy": [],
     }
 
 

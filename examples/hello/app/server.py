@@ -22,6 +22,11 @@ IDENTITY = {
 }
 
 
+# FAIL_EVERY=N makes every Nth request to / answer 500: a bad release, for canary analysis
+FAIL_EVERY = int(os.environ.get("FAIL_EVERY", "0"))
+COUNTER = iter(range(1, 1 << 62))
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -33,6 +38,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/":
             body = (json.dumps(IDENTITY) + "\n").encode()
             content_type = "application/json"
+            if FAIL_EVERY and next(COUNTER) % FAIL_EVERY == 0:
+                status, body, content_type = 500, b"injected failure\n", "text/plain"
         else:
             status, body, content_type = 404, b"not found\n", "text/plain"
         self.send_response(status)

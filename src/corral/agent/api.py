@@ -34,6 +34,10 @@ class ApplyRequest(BaseModel):
     holder: Holder
 
 
+class SteerRequest(BaseModel):
+    who: str = Field(default="?", description="recorded in the event")
+
+
 class ApplyAccepted(BaseModel):
     apply_id: str
     attached: bool
@@ -120,6 +124,17 @@ def create_app(agent: Agent, *, on_stop: Any = None, on_restart: Any = None) -> 
             for line in Path(path).read_text(errors="replace").splitlines()[-tail:]:
                 lines.append({"instance": record.id, "release": f"r{record.release}", "line": line})
         return {"lines": lines[-tail * 4 :]}
+
+    @app.get("/v1/rollouts/{service}")
+    async def rollout(service: str) -> dict[str, Any]:
+        return agent.rollout_view(service)
+
+    @app.post("/v1/rollouts/{service}/{action}")
+    async def steer(service: str, action: str, request: SteerRequest) -> dict[str, Any]:
+        """promote, pause, resume or abort a running roll-out."""
+        if action not in ("promote", "pause", "resume", "abort"):
+            raise HTTPException(404, f"no roll-out action {action!r}")
+        return agent.steer(service, action, request.who)
 
     @app.post("/v1/agent/stop", status_code=202)
     async def stop() -> dict[str, str]:

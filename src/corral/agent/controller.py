@@ -22,11 +22,13 @@ import psutil
 
 from corral.agent.faults import FaultInjector
 from corral.drivers.protocol import Driver, ObservedState
-from corral.errors import CorralError, LockedError, StalePlanError
+from corral.errors import CorralError, LockedError, StalePlanError, UsageError
 from corral.inventory import recorded_services
 from corral.paths import Home
 from corral.plan.fingerprint import fingerprint
+from corral.rollout.analysis import Sample
 from corral.rollout.book import InstanceBook
+from corral.rollout.control import RolloutControl
 from corral.rollout.executor import Executor, RolloutResult, ServiceTarget
 from corral.rollout.health import HealthCheck, probe
 from corral.router.protocol import Router
@@ -108,6 +110,7 @@ class Agent:
         self._supervisor: asyncio.Task[None] | None = None
         self._lease: asyncio.Task[None] | None = None
         self._exited_reported: set[str] = set()
+        self.controls: dict[str, RolloutControl] = {}  # running roll-outs, by service
         self.service_locks: dict[str, asyncio.Lock] = {}  # roll-outs and heals, one at a time
         self.heal_backoff: dict[str, tuple[int, float]] = {}  # service → (failures, not before)
         self._heals: dict[str, asyncio.Task[None]] = {}
@@ -146,6 +149,7 @@ class Agent:
             environment=self.environment,
             emit=self.emit,
             fault=self.fault,
+            controls=self.controls,
         )
         executor.apply_id = apply_id
         return executor
@@ -696,6 +700,61 @@ class Agent:
         )
         return result
 
+    # -- steering a roll-out ----------------------------------------------------------------
+
+    def steer(self, service: str, action: str, who: str) -> dict[str, Any]:
+        """promote / pause / resume / abort the running roll-out of `service`."""
+        control = self.controls.get(service)
+        if control is None:
+            raise UsageError(
+                f"no roll-out of {service!r} is running",
+                hint="`corral status` shows the services and their roll-outs.",
+            )
+        if action == "promote":
+            control.promote()
+        elif action == "pause":
+            control.pause()
+        elif action == "resume":
+            control.resume()
+        elif action == "abort":
+            control.abort(who)
+        else:
+            raise UsageError(f"unknown roll-out action {action!r}")
+        self.emit(
+            f"rollout.{action}",
+            f"{service}: {action} by {who}",
+            service=service,
+            actor=who,
+            data={"action": action},
+        )
+        return self.rollout_view(service)
+
+    def rollout_view(self, service: str) -> dict[str, Any]:
+        """Step, weights, ready counts, and per-release request figures of the route."""
+        control = self.controls.get(service)
+        by_release: dict[str, dict[str, Any]] = {}
+        for record in self.store.list_instances(service):
+            entry = by_release.setdefault(f"r{record.release}", {"instances": 0, "ready": 0})
+            entry["instances"] += 1
+            entry["ready"] += record.id in self.book.ready
+        if service in self.router.routes():
+            for label, stats in self.router.stats(service).by_release.items():
+                sample = Sample.of(stats)
+                entry = by_release.setdefault(label, {"instances": 0, "ready": 0})
+                entry.update(
+                    requests=sample.requests,
+                    errors=sample.errors,
+                    error_rate=round(sample.error_rate, 4),
+                    p99_ms=sample.percentile_ms(0.99),
+                )
+        return {
+            "service": service,
+            "running": control is not None,
+            "apply_id": self.active.id if self.active and control else None,
+            **(control.view() if control else {}),
+            "releases": by_release,
+        }
+
     # -- views ------------------------------------------------------------------------------
 
     def apply_view(self, apply_id: str) -> dict[str, Any] | None:
@@ -737,6 +796,9 @@ class Agent:
             progress = None
             if self.active is not None and service.name in self.active.progress:
                 progress = dict(self.active.progress[service.name], apply_id=self.active.id)
+                control = self.controls.get(service.name)
+                if control is not None:
+                    progress.update(control.view())
             port = routes.get(service.name)
             services.append(
                 {

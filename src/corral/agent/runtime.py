@@ -35,7 +35,7 @@ def build_driver(home: Home, project: str, environment: str) -> Driver:
             cmd=list(info.cmd),
             env=dict(info.env),
             workdir=info.workdir or "/",
-            has_os=False,
+            has_os=info.has_os,  # a busybox-based image runs on its own /bin, not the host's
         )
 
     return LocalDriver(home.root, project, environment, resolve)

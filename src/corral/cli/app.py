@@ -23,6 +23,7 @@ from corral.engine import (
     bake_all,
     destroy_target,
     make_plan,
+    rollback_target,
 )
 from corral.errors import CorralError, UsageError, exit_code_for
 from corral.paths import Home
@@ -37,6 +38,8 @@ app = typer.Typer(
 )
 lock_app = typer.Typer(no_args_is_help=True, help="Inspect or release the environment's lock.")
 agent_app = typer.Typer(no_args_is_help=True, help="Run the agent that owns this environment.")
+rollout_app = typer.Typer(no_args_is_help=True, help="Watch and steer a running roll-out.")
+app.add_typer(rollout_app, name="rollout")
 app.add_typer(lock_app, name="lock")
 app.add_typer(agent_app, name="agent")
 
@@ -148,6 +151,9 @@ def apply(
     env: EnvOption = "dev",
     message: Annotated[str, typer.Option("--message", "-m", help="why (kept in the lock)")] = "",
     detach: Annotated[bool, typer.Option(help="return once the roll-out has started")] = False,
+    wait_bake: Annotated[
+        bool, typer.Option(help="wait for the bake window after full promotion")
+    ] = True,
 ) -> None:
     """Apply the spec (or a saved plan): roll every changed service forward."""
     ctx = _ctx(spec, env)
@@ -182,11 +188,13 @@ def apply(
     if detach:
         out.print(f"Started {apply_id}; follow it with `corral status`.")
         return
-    code = follow_apply(client, apply_id)
+    code = follow_apply(client, apply_id, wait_bake=wait_bake)
     raise typer.Exit(code)
 
 
-def follow_apply(client: AgentClient, apply_id: str) -> int:
+def follow_apply(client: AgentClient, apply_id: str, *, wait_bake: bool = True) -> int:
+    """Print the apply's events until it ends (its exit code), or until it waits for a
+    person (exit 0: the roll-out goes on in the agent)."""
     cursor = 0
     while True:
         answer = client.request(
@@ -194,6 +202,23 @@ def follow_apply(client: AgentClient, apply_id: str) -> int:
         )
         for event in answer["events"]:
             views.print_event(err, event)
+            service = event.get("service")
+            if event["kind"] == "rollout.awaiting_promotion":
+                out.print(
+                    f"[yellow]{service}: the roll-out waits for a person.[/] Promote it with "
+                    f"`corral rollout promote {service}`, or `corral rollout abort {service}`."
+                )
+                return 0
+            if (
+                not wait_bake
+                and event["kind"] == "rollout.analysis_started"
+                and event["data"].get("phase") == "bake window"
+            ):
+                out.print(
+                    f"{service}: promoted; its bake window goes on in the agent "
+                    f"(`corral rollout status {service}`); a failure there still rolls back."
+                )
+                return 0
         cursor = answer["cursor"]
         status = answer["apply"]["status"]
         if status != "running":
@@ -300,6 +325,112 @@ def destroy(
             )
             return
         client = _client(ctx)
+        client.ensure(ctx.state_url)
+        accepted = client.request(
+            "POST", "/v1/applies", json={"target": target, "holder": _holder(message)}
+        )
+    finally:
+        ctx.close()
+    raise typer.Exit(follow_apply(client, accepted["apply_id"]))
+
+
+def _steer(spec: Path, env: str, service: str, action: str) -> dict[str, Any]:
+    ctx = _ctx(spec, env)
+    client = _client(ctx)
+    if not client.is_running():
+        raise UsageError(
+            "the agent is not running, so no roll-out is either",
+            hint="`corral status` shows the recorded fleet.",
+        )
+    answer: dict[str, Any] = client.request(
+        "POST", f"/v1/rollouts/{service}/{action}", json={"who": getpass.getuser()}
+    )
+    return answer
+
+
+@rollout_app.command("status")
+def rollout_status(
+    service: str,
+    spec: SpecOption = Path("corral.yaml"),
+    env: EnvOption = "dev",
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="follow live")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Step, traffic weights, ready counts, per-release error rate and p99."""
+    ctx = _ctx(spec, env)
+    client = _client(ctx)
+    if not client.is_running():
+        raise UsageError("the agent is not running", hint="Start it with `corral agent start`.")
+    deadline = time.monotonic() + 24 * 3600
+    while True:
+        data = client.request("GET", f"/v1/rollouts/{service}")
+        if as_json:
+            _emit_json(data)
+        else:
+            views.print_rollout(out, data)
+        if not watch or not data["running"] or time.monotonic() > deadline:
+            return
+        time.sleep(1.0)
+
+
+@rollout_app.command("promote")
+def rollout_promote(
+    service: str, spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev"
+) -> None:
+    """End the current pause (or the wait for promotion) and go on."""
+    _steer(spec, env, service, "promote")
+    out.print(f"{service}: promoted.")
+
+
+@rollout_app.command("pause")
+def rollout_pause(
+    service: str, spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev"
+) -> None:
+    """Hold the roll-out after its current step (instances are still healed)."""
+    _steer(spec, env, service, "pause")
+    out.print(f"{service}: paused; `corral rollout resume {service}` goes on.")
+
+
+@rollout_app.command("resume")
+def rollout_resume(
+    service: str, spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev"
+) -> None:
+    """Go on with a paused roll-out."""
+    _steer(spec, env, service, "resume")
+    out.print(f"{service}: resumed.")
+
+
+@rollout_app.command("abort")
+def rollout_abort(
+    service: str, spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev"
+) -> None:
+    """Stop the roll-out and roll back: traffic returns to the old release at once."""
+    _steer(spec, env, service, "abort")
+    out.print(f"{service}: aborted; rolling back.")
+
+
+@app.command()
+def rollback(
+    service: str,
+    spec: SpecOption = Path("corral.yaml"),
+    env: EnvOption = "dev",
+    to: Annotated[str | None, typer.Option("--to", help="release such as r3")] = None,
+    message: Annotated[str, typer.Option("--message", "-m")] = "",
+) -> None:
+    """Go back to the previous release (or --to rN): an abort while a roll-out runs (the old
+    set still serves), otherwise a roll-out to that release."""
+    ctx = _ctx(spec, env)
+    client = _client(ctx)
+    try:
+        if client.is_running() and to is None:
+            view = client.request("GET", f"/v1/rollouts/{service}")
+            if view["running"]:
+                client.request(
+                    "POST", f"/v1/rollouts/{service}/abort", json={"who": getpass.getuser()}
+                )
+                out.print(f"{service}: roll-out aborted; traffic is back on the old release.")
+                raise typer.Exit(follow_apply(client, view["apply_id"]) and 0)
+        target = rollback_target(ctx.store, service, to)
         client.ensure(ctx.state_url)
         accepted = client.request(
             "POST", "/v1/applies", json={"target": target, "holder": _holder(message)}

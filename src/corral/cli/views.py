@@ -198,6 +198,36 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
         )
 
 
+def print_rollout(console: Console, data: dict[str, Any]) -> None:
+    if not data["running"]:
+        console.print(f"{data['service']}: no roll-out running.")
+    else:
+        state = (
+            "paused"
+            if data.get("paused")
+            else ("awaiting promotion" if data.get("awaiting_promotion") else "running")
+        )
+        weights = ", ".join(f"{k} {v}%" for k, v in (data.get("weights") or {}).items())
+        console.print(
+            f"[bold]{data['service']}[/] {data.get('strategy')} roll-out {state}: "
+            f"{data.get('step')}" + (f"  weights: {weights}" if weights else "")
+        )
+    table = Table(box=None, header_style="dim")
+    for column in ("release", "instances", "ready", "requests", "error rate", "p99 ms"):
+        table.add_column(column)
+    for label, entry in sorted(data["releases"].items()):
+        rate = entry.get("error_rate")
+        table.add_row(
+            label,
+            str(entry.get("instances", 0)),
+            str(entry.get("ready", 0)),
+            str(entry.get("requests", "-")),
+            f"{rate:.2%}" if rate is not None else "-",
+            str(entry.get("p99_ms") if entry.get("p99_ms") is not None else "-"),
+        )
+    console.print(table)
+
+
 def history_data(store: StateStore, service: str) -> dict[str, Any]:
     record = store.get_service(service)
     releases = store.list_releases(service)

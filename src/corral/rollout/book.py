@@ -14,6 +14,10 @@ class InstanceBook:
     ready: set[str] = field(default_factory=set)
     dead: set[str] = field(default_factory=set)
     detail: dict[str, str] = field(default_factory=dict)  # last health/exit detail
+    # traffic split of a service during a roll-out: (release, percent for it); others get the rest
+    weights: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # blue-green preview routes: service → (release, port)
+    previews: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def mark_ready(self, instance_id: str, detail: str = "") -> None:
         self.ready.add(instance_id)

@@ -17,20 +17,29 @@ from typing import Any
 
 from corral.drivers.protocol import Driver, LaunchSpec
 from corral.errors import DriverError
+from corral.rollout.analysis import MetricsSource, RouterMetrics, judge
+from corral.rollout.bluegreen import blue_green
 from corral.rollout.book import InstanceBook
+from corral.rollout.canary import canary
+from corral.rollout.control import RolloutAborted, RolloutControl
 from corral.rollout.health import HealthCheck, ProbeResult, wait_ready
 from corral.rollout.rolling import rolling
 from corral.rollout.steps import (
+    Analyse,
     AwaitReady,
     Completed,
     Failed,
     Fleet,
     Member,
     Outcome,
+    Pause,
+    Preview,
     Retire,
+    SetWeight,
     Start,
     Step,
     Strategy,
+    Verdict,
 )
 from corral.router.protocol import Backend, Router
 from corral.state.protocol import StateStore
@@ -57,6 +66,11 @@ class ServiceTarget:
     @property
     def max_unavailable(self) -> int | str:
         value: int | str = self.settings.get("strategy", {}).get("max_unavailable", 0)
+        return value
+
+    @property
+    def strategy(self) -> dict[str, Any]:
+        value: dict[str, Any] = self.settings.get("strategy") or {"type": "rolling"}
         return value
 
     @property
@@ -92,6 +106,60 @@ class RolloutResult:
         return max(0.0, end - self.first_start_at)
 
 
+def preview_route(service: str) -> str:
+    """The router's name for a service's preview route (a service name has no '.')."""
+    return f"{service}.preview"
+
+
+def weigh(backends: list[Backend], split: tuple[int, int] | None) -> list[Backend]:
+    """Backend weights giving `release` its percent of the traffic and the others the rest.
+
+    With n new and m old ready backends, each new one weighs percent·m and each old one
+    (100 - percent)·n, so the shares come out exact. A release with no ready backend cannot
+    take its share: the others then carry everything (never route to nothing)."""
+    if split is None:
+        return backends
+    release, percent = split
+    label = f"r{release}"
+    new = [b for b in backends if b.release == label]
+    old = [b for b in backends if b.release != label]
+    if not new or not old:
+        return backends
+    if percent <= 0:
+        return old
+    if percent >= 100:
+        return new
+    return [replace(b, weight=percent * len(old)) for b in new] + [
+        replace(b, weight=(100 - percent) * len(new)) for b in old
+    ]
+
+
+def describe(step: Step) -> str:
+    if isinstance(step, Start):
+        return f"start {len(step.serials)} of r{step.release}"
+    if isinstance(step, AwaitReady):
+        return f"wait for {len(step.instance_ids)} to be ready"
+    if isinstance(step, Retire):
+        return f"drain and stop {', '.join(step.instance_ids)}"
+    if isinstance(step, SetWeight):
+        return f"set weight r{step.release} {step.percent}%"
+    if isinstance(step, Pause):
+        return step.reason
+    if isinstance(step, Analyse):
+        return f"{step.phase} of r{step.release}"
+    return f"preview r{step.release} on port {step.port}"
+
+
+async def _interruptible(control: RolloutControl, seconds: float) -> None:
+    """Sleep `seconds`, ending early (by raising) if the roll-out is aborted."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        control.check()
+        await asyncio.sleep(min(0.05, end - loop.time()))
+    control.check()
+
+
 class StartFailed(Exception):
     def __init__(self, reason: str, instance_ids: tuple[str, ...]) -> None:
         super().__init__(reason)
@@ -113,6 +181,8 @@ class Executor:
         fault: Fault | None = None,
         actor: str = "corral",
         ready_check: ReadyCheck = wait_ready,
+        controls: dict[str, RolloutControl] | None = None,
+        metrics: MetricsSource | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -124,6 +194,8 @@ class Executor:
         self.fault = fault or (lambda point: None)
         self.actor = actor
         self.ready_check = ready_check
+        self.controls = controls if controls is not None else {}
+        self.metrics = metrics or RouterMetrics(router)
         self.apply_id: str | None = None
 
     # -- fleet view -------------------------------------------------------------------------
@@ -145,10 +217,9 @@ class Executor:
         return Fleet(tuple(members))
 
     async def sync_routes(self, service: str) -> None:
-        """The routed set is exactly the ready, live, recorded instances (law 6)."""
-        if service not in self.router.routes():
-            return
-        backends = []
+        """The routed set is exactly the ready, live, recorded instances (law 6), weighted by
+        the roll-out's traffic split; a preview route gets only the previewed release."""
+        ready = []
         for record in self.store.list_instances(service):
             if (
                 record.state is InstanceState.RUNNING
@@ -156,8 +227,15 @@ class Executor:
                 and record.address
             ):
                 host, _, port = record.address.rpartition(":")
-                backends.append(Backend(record.id, f"r{record.release}", host, int(port)))
-        await self.router.set_backends(service, backends)
+                ready.append(Backend(record.id, f"r{record.release}", host, int(port)))
+        preview = self.book.previews.get(service)
+        if preview is not None and preview_route(service) in self.router.routes():
+            label = f"r{preview[0]}"
+            await self.router.set_backends(
+                preview_route(service), [b for b in ready if b.release == label]
+            )
+        if service in self.router.routes():
+            await self.router.set_backends(service, weigh(ready, self.book.weights.get(service)))
 
     # -- roll-out ---------------------------------------------------------------------------
 
@@ -167,18 +245,14 @@ class Executor:
         """Move the service to `release` (all replicas); on failure roll back to `previous`."""
         result = RolloutResult(ok=False, release=release.number)
         before = self._route_counts(target.name)
-        outcome = await self._run(
-            target,
-            release,
-            rolling(
-                release.number,
-                target.replicas,
-                self.fleet(target.name),
-                max_surge=target.max_surge,
-                max_unavailable=target.max_unavailable,
-            ),
-            result,
-        )
+        control = self.controls.setdefault(target.name, RolloutControl(target.name))
+        control.strategy = str(target.strategy.get("type", "rolling"))
+        try:
+            outcome = await self._run(
+                target, release, self._strategy(target, release), result, control=control
+            )
+        finally:
+            self.controls.pop(target.name, None)
         if isinstance(outcome, Completed):
             result.ok = True
         else:
@@ -190,6 +264,7 @@ class Executor:
                 data={"release": release.number, "reason": outcome.reason},
             )
             result.rolled_back_to = await self._roll_back(target, release, previous, result)
+        await self._end_traffic_split(target.name)
         result.ended_at = time.time()
         after = self._route_counts(target.name)
         result.requests = after[0] - before[0]
@@ -224,6 +299,45 @@ class Executor:
         result.ended_at = time.time()
         return result
 
+    def _strategy(self, target: ServiceTarget, release: Release) -> Strategy:
+        settings = target.strategy
+        kind = settings.get("type", "rolling")
+        fleet = self.fleet(target.name)
+        if kind == "canary":
+            return canary(
+                release.number,
+                target.replicas,
+                fleet,
+                steps=list(settings.get("steps") or []),
+                bake_window=float(settings.get("bake_window") or 0.0),
+                analysis=settings.get("analysis"),
+            )
+        if kind == "blue_green":
+            return blue_green(
+                release.number,
+                target.replicas,
+                fleet,
+                preview_port=settings.get("preview_port"),
+                auto_promote_after=settings.get("auto_promote_after"),
+                scale_down_delay=float(settings.get("scale_down_delay", 30.0)),
+                bake_window=float(settings.get("bake_window") or 0.0),
+                analysis=settings.get("analysis"),
+            )
+        return rolling(
+            release.number,
+            target.replicas,
+            fleet,
+            max_surge=target.max_surge,
+            max_unavailable=target.max_unavailable,
+        )
+
+    async def _end_traffic_split(self, service: str) -> None:
+        self.book.weights.pop(service, None)
+        had_preview = self.book.previews.pop(service, None) is not None
+        if had_preview and preview_route(service) in self.router.routes():
+            await self.router.close_route(preview_route(service))
+        await self.sync_routes(service)
+
     async def _roll_back(
         self,
         target: ServiceTarget,
@@ -231,6 +345,11 @@ class Executor:
         previous: Release | None,
         result: RolloutResult,
     ) -> int | None:
+        if previous is not None and previous.number != failed.number:
+            # traffic goes back to the old release at once, before anything is stopped
+            self.book.weights[target.name] = (previous.number, 100)
+            self.book.previews.pop(target.name, None)
+            await self.sync_routes(target.name)
         if previous is None or previous.number == failed.number:
             members = self.fleet(target.name).of(failed.number)
             if members:
@@ -273,30 +392,146 @@ class Executor:
         return result
 
     async def _run(
-        self, target: ServiceTarget, release: Release, strategy: Strategy, result: RolloutResult
+        self,
+        target: ServiceTarget,
+        release: Release,
+        strategy: Strategy,
+        result: RolloutResult,
+        *,
+        control: RolloutControl | None = None,
     ) -> Outcome:
+        deadline = time.monotonic() + float(target.strategy.get("progress_deadline") or 600.0)
         try:
             step: Step = next(strategy)
             while True:
+                verdict: Verdict | None = None
                 try:
-                    await self._perform(target, release, step, result)
+                    if control is not None:
+                        await control.checkpoint()
+                        control.step = describe(step)
+                    if time.monotonic() > deadline:
+                        return Failed(
+                            f"progress deadline of "
+                            f"{float(target.strategy.get('progress_deadline') or 600):g}s passed"
+                        )
+                    started = time.monotonic()
+                    verdict = await self._perform(target, release, step, result, control)
+                    if isinstance(step, Pause):
+                        deadline += time.monotonic() - started  # waiting is not progress
                 except StartFailed as exc:
                     return Failed(exc.reason, exc.instance_ids)
+                except RolloutAborted as exc:
+                    return Failed(f"aborted by {exc.who}")
                 await self.sync_routes(target.name)
-                step = strategy.send(self.fleet(target.name))
+                step = strategy.send(self._fleet_with(target.name, verdict))
         except StopIteration as stop:
             outcome: Outcome = stop.value
             return outcome
 
+    def _fleet_with(self, service: str, verdict: Verdict | None) -> Fleet:
+        fleet = self.fleet(service)
+        return Fleet(fleet.members, verdict) if verdict is not None else fleet
+
     async def _perform(
-        self, target: ServiceTarget, release: Release, step: Step, result: RolloutResult
-    ) -> None:
+        self,
+        target: ServiceTarget,
+        release: Release,
+        step: Step,
+        result: RolloutResult,
+        control: RolloutControl | None = None,
+    ) -> Verdict | None:
         if isinstance(step, Start):
             await self._start(target, release, step.serials, result)
         elif isinstance(step, AwaitReady):
             await self._await_ready(target, release, step.instance_ids)
         elif isinstance(step, Retire):
             await self._retire(target, step.instance_ids, step.reason, result)
+        elif isinstance(step, SetWeight):
+            self.book.weights[target.name] = (step.release, step.percent)
+            if control is not None:
+                control.weights = {f"r{step.release}": step.percent}
+            self.emit(
+                "rollout.weights",
+                f"{target.name}: r{step.release} gets {step.percent}% of the traffic",
+                service=target.name,
+                data={"release": step.release, "percent": step.percent},
+            )
+        elif isinstance(step, Preview):
+            self.book.previews[target.name] = (step.release, step.port)
+            route = target.settings.get("route") or {}
+            await self.router.open_route(
+                preview_route(target.name), route.get("host", "127.0.0.1"), step.port
+            )
+            self.emit(
+                "rollout.preview",
+                f"{target.name}: r{step.release} previewed on http://127.0.0.1:{step.port}",
+                service=target.name,
+                data={"release": step.release, "port": step.port},
+            )
+        elif isinstance(step, Pause):
+            await self._pause(target, step, control)
+        elif isinstance(step, Analyse):
+            return await self._analyse(target, step, control)
+        return None
+
+    async def _pause(
+        self, target: ServiceTarget, step: Pause, control: RolloutControl | None
+    ) -> None:
+        if control is None:
+            if step.duration:
+                await asyncio.sleep(step.duration)
+            return
+        control.awaiting_promotion = step.awaiting_promotion
+        self.emit(
+            "rollout.awaiting_promotion" if step.awaiting_promotion else "rollout.paused",
+            f"{target.name}: {step.reason}"
+            + (
+                f"; promote with `corral rollout promote {target.name}`"
+                if step.awaiting_promotion
+                else ""
+            ),
+            service=target.name,
+            data={"duration": step.duration, "awaiting_promotion": step.awaiting_promotion},
+        )
+        try:
+            how = await control.wait(step.duration)
+        finally:
+            control.awaiting_promotion = False
+        if how == "promoted":
+            self.emit("rollout.promoted", f"{target.name}: promoted", service=target.name)
+        return None
+
+    async def _analyse(
+        self, target: ServiceTarget, step: Analyse, control: RolloutControl | None
+    ) -> Verdict:
+        window = float(step.analysis.get("window", 10.0))
+        label = f"r{step.release}"
+        stable_labels = [f"r{m.release}" for m in self.fleet(target.name).not_of(step.release)]
+        stable_label = stable_labels[0] if stable_labels else None
+        new_before = self.metrics.sample(target.name, label)
+        stable_before = self.metrics.sample(target.name, stable_label) if stable_label else None
+        self.emit(
+            "rollout.analysis_started",
+            f"{target.name}: {step.phase} of r{step.release} for {window:g}s",
+            service=target.name,
+            data={"release": step.release, "window": window, "phase": step.phase},
+        )
+        if control is not None:
+            await asyncio.wait_for(_interruptible(control, window), timeout=None)
+        else:
+            await asyncio.sleep(window)
+        new = self.metrics.sample(target.name, label).since(new_before)
+        stable = None
+        if stable_label is not None and stable_before is not None:
+            stable = self.metrics.sample(target.name, stable_label).since(stable_before)
+        verdict = judge(new, stable, step.analysis)
+        self.emit(
+            f"rollout.analysis_{verdict.result}",
+            f"{target.name}: {step.phase} of r{step.release}: {verdict.result} ({verdict.detail})",
+            service=target.name,
+            data={"release": step.release, "phase": step.phase, **verdict.figures},
+        )
+        return verdict
 
     async def _start(
         self,

@@ -8,7 +8,8 @@ opens sockets, so it is tested step by step with plain data.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,18 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """The outcome of an analysis window."""
+
+    result: str  # "pass" | "fail" | "inconclusive"
+    detail: str
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Fleet:
     members: tuple[Member, ...]
+    verdict: Verdict | None = None  # the answer to the step just performed, if an Analyse
 
     def of(self, release: int) -> list[Member]:
         return [m for m in self.members if m.release == release]
@@ -57,6 +68,40 @@ class Retire:
 
 
 @dataclass(frozen=True)
+class SetWeight:
+    """Send `percent` of the route's traffic to `release`, the rest to the others."""
+
+    release: int
+    percent: int
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Wait `duration` seconds, or (None) until someone promotes; abort ends it."""
+
+    duration: float | None
+    reason: str
+    awaiting_promotion: bool = False
+
+
+@dataclass(frozen=True)
+class Analyse:
+    """Judge `release` by the router's figures over the analysis window."""
+
+    release: int
+    analysis: dict[str, Any]
+    phase: str = "analysis"  # or "bake window"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Open the preview route: only `release` behind it (blue-green)."""
+
+    release: int
+    port: int
+
+
+@dataclass(frozen=True)
 class Failed:
     """The roll-out cannot succeed; the executor rolls back. Returned, not yielded."""
 
@@ -69,6 +114,6 @@ class Completed:
     pass
 
 
-Step = Start | AwaitReady | Retire
+Step = Start | AwaitReady | Retire | SetWeight | Pause | Analyse | Preview
 Outcome = Completed | Failed
 Strategy = Generator[Step, Fleet, Outcome]

@@ -341,12 +341,13 @@ _BOUNDS = {
 
 def _problem_from(error: ErrorDetails, tree: CommentedMap, shown: str) -> SpecProblem:
     """One pydantic error as a problem at its place in the YAML, in plain words."""
-    kind, loc, value, ctx = error["type"], error["loc"], error.get("input"), error.get("ctx", {})
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx", {})
+    loc, tag = _strip_union_tag(error["loc"])
     spot = _locate(tree, loc)
     position, path, hint = spot.value, spot.path, None
     if kind == "extra_forbidden":
         name = str(loc[-1])
-        allowed = _aliases(_model_at(spot.parts[:-1]))
+        allowed = _aliases(_model_at(spot.parts[:-1], tag))
         message = f"unknown field {name!r}"
         close = difflib.get_close_matches(name, allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
@@ -355,7 +356,7 @@ def _problem_from(error: ErrorDetails, tree: CommentedMap, shown: str) -> SpecPr
         name = str(spot.rest[0]) if spot.rest else str(loc[-1])
         path = _dotted((*spot.parts, name))
         message = f"missing required field {name!r}"
-        description = _description(_model_at(spot.parts), name)
+        description = _description(_model_at(spot.parts, tag), name)
         hint = f"add `{name}:` here" + (f"; {description}" if description else "")
     elif kind in ("value_error", "assertion_error"):
         message = str(ctx.get("error", error["msg"]))
@@ -366,7 +367,7 @@ def _problem_from(error: ErrorDetails, tree: CommentedMap, shown: str) -> SpecPr
         if kind == "string_type" and isinstance(value, int | float | date):
             hint = f'quote it: "{_show(value)}"'
         elif kind.startswith("model"):
-            hint = f"fields: {', '.join(_aliases(_model_at(spot.parts)))}"
+            hint = f"fields: {', '.join(_aliases(_model_at(spot.parts, tag)))}"
     elif kind in _BOUNDS:
         bound_name, words = _BOUNDS[kind]
         message = f"must be {words} {ctx.get(bound_name)}, got {_show(value)}"
@@ -461,11 +462,27 @@ def _dotted(parts: FieldPath) -> str:
 # --- the models behind a path --------------------------------------------------------------
 
 
-def _model_at(parts: FieldPath) -> type[BaseModel] | None:
+def _strip_union_tag(loc: Sequence[str | int]) -> tuple[tuple[str | int, ...], str | None]:
+    """pydantic puts a discriminated union's tag in the loc (`strategy.canary.steps`); the
+    file does not have it, so drop it and return it (it names the member that applies)."""
+    kept: list[str | int] = []
+    tag = None
+    for index, part in enumerate(loc):
+        if index and loc[index - 1] == "strategy" and part in _STRATEGY_TAGS:
+            tag = str(part)
+            continue
+        kept.append(part)
+    return tuple(kept), tag
+
+
+_STRATEGY_TAGS = frozenset({"rolling", "blue_green", "canary"})
+
+
+def _model_at(parts: FieldPath, tag: str | None = None) -> type[BaseModel] | None:
     """The model that validates the mapping at `parts` (e.g. ServiceSpec for services.web)."""
     current: Any = Spec
     for part in parts:
-        current = _unwrap(current)
+        current = _union_member(_unwrap(current), tag)
         if isinstance(current, type) and issubclass(current, BaseModel):
             current = next(
                 (f.annotation for n, f in current.model_fields.items() if (f.alias or n) == part),
@@ -477,8 +494,20 @@ def _model_at(parts: FieldPath) -> type[BaseModel] | None:
             current = get_args(current)[0]
         else:
             return None
-    current = _unwrap(current)
+    current = _union_member(_unwrap(current), tag)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _union_member(annotation: Any, tag: str | None) -> Any:
+    """The member of a union of models whose `type` tag is `tag` (else the annotation)."""
+    members = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    if get_origin(annotation) in (dict, list) or len(members) < 2:
+        return annotation
+    for member in members:
+        field = member.model_fields.get("type")
+        if field is not None and tag in get_args(field.annotation):
+            return member
+    return members[0]
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -534,7 +563,8 @@ def _reference_problems(tree: CommentedMap, shown: str) -> list[SpecProblem]:
         if not isinstance(service, Mapping):
             continue
         image = service.get("image")
-        if isinstance(image, str) and image not in images:
+        # `web@prod` / `web@sha256:…` name a channel or digest of the image `web`.
+        if isinstance(image, str) and image.partition("@")[0] not in images:
             known = [str(i) for i in images]
             close = difflib.get_close_matches(image, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""

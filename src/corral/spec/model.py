@@ -15,7 +15,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -66,6 +68,17 @@ class CopyStep(_Strict):
 
     src: str = Field(description="path relative to the spec file's directory")
     dest: str = Field(description="absolute path inside the image")
+    mode: int | None = Field(
+        default=None,
+        description="permissions of the copied files, as chmod reads them (644, '0755'); "
+        "directories keep 755. Default: 755 for executables, 644 for other files",
+        json_schema_extra={"anyOf": [{"type": "integer"}, {"type": "string"}]},
+    )
+    owner: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,6}(:\d{1,6})?$",
+        description="numeric uid[:gid] of the copied files and directories (default 0:0)",
+    )
 
     @field_validator("dest")
     @classmethod
@@ -74,19 +87,63 @@ class CopyStep(_Strict):
             raise ValueError(f"dest must be an absolute path inside the image, got {value!r}")
         return value
 
+    # chmod's reading: the digits are octal, whether YAML gave 755, 0755 or '0755'.
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _octal(cls, value: Any) -> int | None:
+        if value is None:
+            return None
+        text = str(value).strip() if not isinstance(value, bool) else "?"
+        text = text[2:] if text.lower().startswith("0o") else text
+        if not text or len(text) > 5 or any(c not in "01234567" for c in text):
+            raise ValueError(f"{value!r} is not a file mode: write it as chmod does, e.g. '0644'")
+        mode = int(text, 8)
+        if mode > 0o7777:
+            raise ValueError(f"{value!r} is not a file mode (at most 7777)")
+        return mode
+
+
+BASE_PATTERN = r"^(scratch|busybox|image:[a-z][a-z0-9-]{0,39})$"
+
 
 class ImageSpec(_Strict):
-    """A recipe: how to bake one image. The full recipe language comes with the images issue."""
+    """A recipe: how to bake one image.
 
-    from_: Literal["scratch"] = Field(
+    Steps apply in this order: the base's files, every `copy`, then every `run`. Settings left
+    out (workdir, user, cmd, entrypoint) are inherited from an `image:` base."""
+
+    from_: str = Field(
         default="scratch",
         alias="from",
-        description="base image; `scratch` runs on the host's runtime (/usr, /lib) read-only",
+        pattern=BASE_PATTERN,
+        description="base: `scratch` (runs on the host's /usr, read-only), `busybox` (a tiny "
+        "OS from Debian's busybox-static, pinned in corral.lock) or `image:<name>` (another "
+        "image of this spec)",
     )
     copy_: list[CopyStep] = Field(default_factory=list, alias="copy")
+    run: list[str] = Field(
+        default_factory=list,
+        description="shell steps run with /bin/sh inside the image's own root (no network)",
+    )
     env: dict[EnvName, str] = Field(default_factory=dict)
-    workdir: str = "/"
+    workdir: str | None = Field(default=None, description="default: the base's, else /")
+    user: str | None = Field(default=None, description="user instances run as (uid[:gid])")
     cmd: list[str] = Field(default_factory=list, description="default command of instances")
+    entrypoint: list[str] = Field(default_factory=list, description="runs before cmd")
+    expose: list[Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    epoch: int = Field(
+        default=0,
+        ge=0,
+        le=8**11 - 1,
+        description="the timestamp of every file and of the config (seconds since 1970); "
+        "never the build time",
+    )
+
+    @property
+    def base_image(self) -> str | None:
+        """The name of the spec image this one is layered on, if any."""
+        return self.from_.removeprefix("image:") if self.from_.startswith("image:") else None
 
 
 class HttpCheck(_Strict):
@@ -128,10 +185,88 @@ Count = Annotated[
 ]
 
 
+class AnalysisSpec(_Strict):
+    """Judge a release by the router's figures for it over a window (issue: roll-outs)."""
+
+    window: Duration = Field(default=10.0, description="how long each analysis looks")
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="5xx (backend or router) / requests"
+    )
+    max_p99_ms: float | None = Field(default=None, gt=0, description="p99 latency ceiling")
+    min_requests: int = Field(
+        default=20, ge=0, description="fewer requests in the window: inconclusive"
+    )
+    inconclusive: Literal["pause", "proceed"] = Field(
+        default="pause", description="what a window with too few requests does"
+    )
+    compare_to_stable: bool = Field(
+        default=False,
+        description="also fail when the error rate exceeds the old release's by max_error_rate",
+    )
+
+
+class PauseSpec(_Strict):
+    duration: Duration | None = Field(
+        default=None, description="absent: wait for `corral rollout promote`"
+    )
+
+
+class CanaryStep(_Strict):
+    """One step of a canary: exactly one of set_weight, pause, analysis."""
+
+    set_weight: int | None = Field(default=None, ge=0, le=100)
+    pause: PauseSpec | None = None
+    analysis: AnalysisSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CanaryStep:
+        given = [k for k in ("set_weight", "pause", "analysis") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a canary step is exactly one of set_weight, pause or analysis"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class CanaryStrategy(_Strict):
+    type: Literal["canary"] = "canary"
+    steps: list[CanaryStep] = Field(min_length=1)
+    bake_window: Duration = Field(
+        default=0.0, description="after full promotion, analysis goes on this long"
+    )
+    analysis: AnalysisSpec = Field(
+        default_factory=AnalysisSpec, description="thresholds of the bake window"
+    )
+    progress_deadline: Duration = 600.0
+
+
+class BlueGreenStrategy(_Strict):
+    type: Literal["blue_green"] = "blue_green"
+    preview_port: int | None = Field(
+        default=None, ge=1, le=65535, description="a route serving only the new set"
+    )
+    auto_promote_after: Duration | None = Field(
+        default=None, description="absent: wait for `corral rollout promote`"
+    )
+    scale_down_delay: Duration = Field(
+        default=30.0, description="the old set stays up this long so a rollback is instant"
+    )
+    bake_window: Duration = 0.0
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    progress_deadline: Duration = 600.0
+
+
 class RollingStrategy(_Strict):
     type: Literal["rolling"] = "rolling"
     max_surge: Count = 1
     max_unavailable: Count = 0
+    min_ready_seconds: Duration = Field(
+        default=0.0, description="a new instance must stay ready this long to count"
+    )
+    progress_deadline: Duration = 600.0
+    bake_window: Duration = 0.0
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
 
     # A before-validator, so a wrong type gets this one message instead of one per union arm.
     @field_validator("max_surge", "max_unavailable", mode="before")
@@ -156,6 +291,21 @@ class RollingStrategy(_Strict):
         ):
             raise ValueError("max_surge and max_unavailable cannot both be 0: nothing could move")
         return self
+
+
+def _strategy_kind(value: Any) -> str:
+    """`type:` may be left out: a strategy without one is rolling."""
+    if isinstance(value, dict):
+        return str(value.get("type", "rolling"))
+    return str(getattr(value, "type", "rolling"))
+
+
+Strategy = Annotated[
+    Annotated[RollingStrategy, Tag("rolling")]
+    | Annotated[BlueGreenStrategy, Tag("blue_green")]
+    | Annotated[CanaryStrategy, Tag("canary")],
+    Discriminator(_strategy_kind),
+]
 
 
 def resolve_count(value: int | str, total: int, *, round_up: bool) -> int:
@@ -188,7 +338,7 @@ class ServiceSpec(_Strict):
     env: dict[EnvName, str] = Field(default_factory=dict)
     health: HealthSpec = Field(default_factory=HealthSpec)
     route: RouteSpec | None = None
-    strategy: RollingStrategy = Field(default_factory=RollingStrategy)
+    strategy: Strategy = Field(default_factory=RollingStrategy)
     stop_grace: Duration = Field(default=5.0, description="SIGTERM, then SIGKILL after this")
     drain_timeout: Duration = Field(
         default=10.0, description="longest wait for in-flight requests before stopping"

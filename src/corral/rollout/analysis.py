@@ -1,0 +1,112 @@
+"""Judging a release by the router's per-release figures over a window.
+
+A window with too few requests is *inconclusive*, not a pass: low traffic proves nothing.
+The metrics source is an interface (`MetricsSource`) so a Prometheus query can stand in for the
+embedded router's counters later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from corral.rollout.steps import Verdict
+from corral.router.protocol import LATENCY_BUCKETS_MS, ReleaseStats, Router
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Cumulative counters of one release at one moment."""
+
+    requests: int
+    errors: int  # backend 5xx + router-made errors
+    buckets: tuple[int, ...]
+
+    @classmethod
+    def of(cls, stats: ReleaseStats | None) -> Sample:
+        if stats is None:
+            return cls(0, 0, (0,) * len(LATENCY_BUCKETS_MS))
+        return cls(
+            stats.requests,
+            stats.responses_5xx + stats.router_errors,
+            tuple(stats.latency_buckets),
+        )
+
+    def since(self, before: Sample) -> Sample:
+        return Sample(
+            self.requests - before.requests,
+            self.errors - before.errors,
+            tuple(a - b for a, b in zip(self.buckets, before.buckets, strict=True)),
+        )
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def percentile_ms(self, q: float) -> float | None:
+        """Upper bound of the bucket holding the q-quantile (None without requests)."""
+        total = sum(self.buckets)
+        if total == 0:
+            return None
+        rank = q * total
+        seen = 0
+        for bound, count in zip(LATENCY_BUCKETS_MS, self.buckets, strict=True):
+            seen += count
+            if seen >= rank:
+                return bound
+        return LATENCY_BUCKETS_MS[-1]
+
+
+class MetricsSource(Protocol):
+    def sample(self, service: str, release: str) -> Sample: ...
+
+
+class RouterMetrics:
+    """The embedded router's counters as a metrics source."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def sample(self, service: str, release: str) -> Sample:
+        if service not in self.router.routes():
+            return Sample.of(None)
+        return Sample.of(self.router.stats(service).by_release.get(release))
+
+
+def judge(new: Sample, stable: Sample | None, analysis: dict[str, Any]) -> Verdict:
+    """pass / fail / inconclusive for one window, with the figures that decided it."""
+    min_requests = int(analysis.get("min_requests", 20))
+    max_error_rate = float(analysis.get("max_error_rate", 0.01))
+    max_p99 = analysis.get("max_p99_ms")
+    p99 = new.percentile_ms(0.99)
+    figures: dict[str, float] = {
+        "requests": float(new.requests),
+        "errors": float(new.errors),
+        "error_rate": round(new.error_rate, 4),
+    }
+    if p99 is not None:
+        figures["p99_ms"] = p99
+    if new.requests < min_requests:
+        return Verdict(
+            "inconclusive",
+            f"{new.requests} requests in the window, fewer than {min_requests}",
+            figures,
+        )
+    if new.error_rate > max_error_rate:
+        return Verdict(
+            "fail",
+            f"error rate {new.error_rate:.1%} over {new.requests} requests > {max_error_rate:.1%}",
+            figures,
+        )
+    if max_p99 is not None and p99 is not None and p99 > float(max_p99):
+        return Verdict("fail", f"p99 {p99:g} ms > {float(max_p99):g} ms", figures)
+    if analysis.get("compare_to_stable") and stable is not None and stable.requests:
+        figures["stable_error_rate"] = round(stable.error_rate, 4)
+        if new.error_rate > stable.error_rate + max_error_rate:
+            return Verdict(
+                "fail",
+                f"error rate {new.error_rate:.1%} vs {stable.error_rate:.1%} for the stable "
+                "release",
+                figures,
+            )
+    return Verdict("pass", f"error rate {new.error_rate:.1%} over {new.requests} requests", figures)
