@@ -77,3 +77,65 @@ def test_crash_looping_release_backs_off(fleet: Fleet) -> None:
     found = backoffs()
     delays = [e["data"]["delay"] for e in found]
     assert delays[1] > delays[0]  # exponential, not spinning
+
+
+def test_instances_are_healed_while_a_canary_waits_for_promotion(fleet: Fleet) -> None:
+    fleet.edit_spec(
+        """      type: rolling
+      max_surge: 1
+      max_unavailable: 0""",
+        """      type: canary
+      steps:
+        - set_weight: 34
+        - pause: {}""",
+    )
+    fleet.ok("apply")
+    fleet.set_version("v2")
+    waiting = fleet.run("apply")
+    assert waiting.returncode == 0 and "rollout promote web" in waiting.stdout
+    instances = fleet.status()["services"][0]["instances"]
+    old = next(i["id"] for i in instances if i["release"] == "r1")
+    canary = next(i["id"] for i in instances if i["release"] == "r2")
+    kill_instance(fleet, old)
+    kill_instance(fleet, canary)
+
+    def healed() -> bool:
+        web = fleet.status()["services"][0]
+        ids = {i["id"] for i in web["instances"]}
+        return old not in ids and canary not in ids and web["ready"] == len(instances)
+
+    wait_for(healed)
+    after = fleet.status()["services"][0]["instances"]
+    # the roll-out's counts are untouched: as many of each release as before
+    assert sorted(i["release"] for i in after) == sorted(i["release"] for i in instances)
+    fleet.ok("rollout", "promote", "web")
+    wait_for(lambda: fleet.status()["services"][0]["release"] == "r2")
+    assert {fleet.get()["version"] for _ in range(6)} == {"v2"}
+
+
+def test_an_instance_that_stops_answering_is_replaced(fleet: Fleet) -> None:
+    fleet.ok("apply")
+    victim = fleet.status()["services"][0]["instances"][0]["id"]
+    pid_file = next(fleet.home.rglob(f"instances/**/{victim}/pid"))
+    sandbox = json.loads(pid_file.read_text())["sandbox"]["pid"]
+    import psutil
+
+    app = [
+        p
+        for p in psutil.Process(sandbox).children(recursive=True)
+        if "server.py" in " ".join(p.cmdline())
+    ]
+    for process in app:
+        process.suspend()  # alive but deaf: only a liveness probe notices
+    try:
+        wait_for(
+            lambda: victim not in {i["id"] for i in fleet.status()["services"][0]["instances"]}
+        )
+    finally:
+        for process in app:
+            try:
+                process.resume()
+            except psutil.Error:
+                pass
+    wait_for(lambda: fleet.status()["services"][0]["ready"] == 3)
+    assert any(e["kind"] == "instance.unhealthy" and victim in e["message"] for e in events(fleet))

@@ -47,6 +47,7 @@ log = logging.getLogger("corral.agent")
 LEASE_TTL = 15.0
 CRASH_LOOP_WINDOW = 10.0  # an instance that dies sooner after its start is crash-looping
 CRASH_LOOP_MAX_DELAY = 60.0
+LIVENESS_FAILURES = 3  # consecutive failed probes before a running instance is replaced
 
 
 @dataclass
@@ -111,10 +112,12 @@ class Agent:
         self._lease: asyncio.Task[None] | None = None
         self._exited_reported: set[str] = set()
         self.controls: dict[str, RolloutControl] = {}  # running roll-outs, by service
-        self.service_locks: dict[str, asyncio.Lock] = {}  # roll-outs and heals, one at a time
+        self.service_locks: dict[str, asyncio.Lock] = {}  # one roll-out per service at a time
+        self.step_locks: dict[str, asyncio.Lock] = {}  # a fleet-changing step, or a heal
         self.heal_backoff: dict[str, tuple[int, float]] = {}  # service → (failures, not before)
         self._heals: dict[str, asyncio.Task[None]] = {}
         self._backing_off: dict[str, bool] = {}
+        self._liveness_failures: dict[str, int] = {}
         self.inherited: dict[str, socket.socket] = {}  # route sockets handed over on restart
         self.handed_over = False
 
@@ -150,6 +153,7 @@ class Agent:
             emit=self.emit,
             fault=self.fault,
             controls=self.controls,
+            step_locks=self.step_locks,
         )
         executor.apply_id = apply_id
         return executor
@@ -333,9 +337,45 @@ class Agent:
                     service=record.service,
                     data={"instance": record.id, "release": record.release, "exit_code": code},
                 )
+        touched |= await self._check_liveness()
         for service in touched:
             await self.executor(None).sync_routes(service)
         self._schedule_heals()
+
+    async def _check_liveness(self) -> set[str]:
+        """Probe every ready instance; one that fails LIVENESS_FAILURES probes in a row is
+        taken out of routing and marked dead, so it is replaced (law 8)."""
+        records = [
+            r
+            for r in self.store.list_instances()
+            if r.state is InstanceState.RUNNING and r.id in self.book.ready and r.address
+        ]
+        checks = []
+        for record in records:
+            release = self.store.get_release(record.service, record.release)
+            checks.append(HealthCheck.from_config(release.config if release else {}))
+        results = await asyncio.gather(
+            *(probe(r.address or "", c) for r, c in zip(records, checks, strict=True))
+        )
+        touched: set[str] = set()
+        for record, outcome in zip(records, results, strict=True):
+            if outcome.ok:
+                self._liveness_failures.pop(record.id, None)
+                continue
+            failures = self._liveness_failures.get(record.id, 0) + 1
+            self._liveness_failures[record.id] = failures
+            if failures >= LIVENESS_FAILURES and record.id in self.book.ready:
+                self._liveness_failures.pop(record.id, None)
+                self.book.mark_dead(record.id, f"liveness failed: {outcome.detail}")
+                touched.add(record.service)
+                self.emit(
+                    "instance.unhealthy",
+                    f"{record.id} (r{record.release}) failed {failures} liveness probes "
+                    f"({outcome.detail}); out of routing, to be replaced",
+                    service=record.service,
+                    data={"instance": record.id, "release": record.release},
+                )
+        return touched
 
     def service_lock(self, service: str) -> asyncio.Lock:
         return self.service_locks.setdefault(service, asyncio.Lock())
@@ -347,16 +387,16 @@ class Agent:
         for service in self.store.list_services():
             if service.current_release is None or service.name in self._heals:
                 continue
-            if self.service_lock(service.name).locked():
-                continue  # a roll-out owns the service now; it converges it anyway
             live = [
                 r
                 for r in self.store.list_instances(service.name)
                 if r.state is not InstanceState.STOPPING
             ]
             dead = [r for r in live if r.id in self.book.dead]
-            if not dead and len(live) >= service.replicas:
-                continue
+            if not dead and (
+                len(live) >= service.replicas or self.service_lock(service.name).locked()
+            ):
+                continue  # missing ones during a roll-out: the roll-out converges them
             failures, not_before = self.heal_backoff.get(service.name, (0, 0.0))
             if now < not_before:
                 continue
@@ -385,41 +425,45 @@ class Agent:
 
     async def _heal(self, name: str, dead: list[str]) -> None:
         try:
-            async with self.service_lock(name):
-                service = self.store.get_service(name)
-                if service is None or service.current_release is None:
-                    return
-                release = self.store.get_release(name, service.current_release)
-                if release is None:
-                    return
-                target = ServiceTarget(name, service.replicas, service.settings)
-                why = ", ".join(f"{i} ({self.book.detail.get(i, 'dead')})" for i in dead)
+            service = self.store.get_service(name)
+            if service is None or service.current_release is None:
+                return
+            target = ServiceTarget(name, service.replicas, service.settings)
+            why = ", ".join(f"{i} ({self.book.detail.get(i, 'dead')})" for i in dead)
+            self.emit(
+                "heal.started",
+                f"{name}: replacing {why or 'missing instances'}",
+                service=name,
+                data={"instances": dead},
+            )
+            if dead:
+                # each dead one by a fresh copy of its own release, even mid roll-out
+                result = await self.executor(None).replace_dead(target, dead)
+            else:
+                async with self.service_lock(name):
+                    release = self.store.get_release(name, service.current_release)
+                    if release is None:
+                        return
+                    result = await self.executor(None).heal(target, release)
+            if result.ok:
                 self.emit(
-                    "heal.started",
-                    f"{name}: replacing {why or 'missing instances'} from r{release.number}",
+                    "heal.succeeded",
+                    f"{name}: replaced {', '.join(result.stopped) or 'missing instances'} "
+                    f"with {', '.join(result.started) or 'nothing new'}",
                     service=name,
-                    data={"instances": dead, "release": release.number},
+                    data={"stopped": result.stopped, "started": result.started},
                 )
-                result = await self.executor(None).heal(target, release)
-                if result.ok:
-                    self.emit(
-                        "heal.succeeded",
-                        f"{name}: replaced {len(result.stopped)} with "
-                        f"{', '.join(result.started) or 'nothing new'} (r{release.number})",
-                        service=name,
-                        data={"stopped": result.stopped, "started": result.started},
-                    )
-                else:
-                    failures = self.heal_backoff.get(name, (0, 0.0))[0] + 1
-                    delay = min(CRASH_LOOP_MAX_DELAY, self.tick * 2**failures)
-                    self.heal_backoff[name] = (failures, time.monotonic() + delay)
-                    self.emit(
-                        "heal.backoff",
-                        f"{name}: replacement failed ({result.reason}); attempt {failures}, "
-                        f"next in {delay:.1f}s",
-                        service=name,
-                        data={"failures": failures, "delay": delay, "reason": result.reason},
-                    )
+            else:
+                failures = self.heal_backoff.get(name, (0, 0.0))[0] + 1
+                delay = min(CRASH_LOOP_MAX_DELAY, self.tick * 2**failures)
+                self.heal_backoff[name] = (failures, time.monotonic() + delay)
+                self.emit(
+                    "heal.backoff",
+                    f"{name}: replacement failed ({result.reason}); attempt {failures}, "
+                    f"next in {delay:.1f}s",
+                    service=name,
+                    data={"failures": failures, "delay": delay, "reason": result.reason},
+                )
         except Exception:  # a heal must never take the supervisor down
             log.exception("heal of %s failed", name)
         finally:

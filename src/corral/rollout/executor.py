@@ -183,6 +183,7 @@ class Executor:
         ready_check: ReadyCheck = wait_ready,
         controls: dict[str, RolloutControl] | None = None,
         metrics: MetricsSource | None = None,
+        step_locks: dict[str, asyncio.Lock] | None = None,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -196,6 +197,9 @@ class Executor:
         self.ready_check = ready_check
         self.controls = controls if controls is not None else {}
         self.metrics = metrics or RouterMetrics(router)
+        # a step that changes the fleet holds its service's step lock, so a heal (which takes
+        # it too) never interleaves with one; waiting steps (pause, analysis) do not hold it
+        self.step_locks = step_locks if step_locks is not None else {}
         self.apply_id: str | None = None
 
     # -- fleet view -------------------------------------------------------------------------
@@ -269,6 +273,39 @@ class Executor:
         after = self._route_counts(target.name)
         result.requests = after[0] - before[0]
         result.failed_requests = after[1] - before[1]
+        return result
+
+    def step_lock(self, service: str) -> asyncio.Lock:
+        return self.step_locks.setdefault(service, asyncio.Lock())
+
+    async def replace_dead(self, target: ServiceTarget, instance_ids: list[str]) -> RolloutResult:
+        """Replace each dead instance with a fresh one of the same release and serial (law 8).
+
+        Whatever roll-out is in progress keeps its counts and weights: only the dead are
+        swapped. Dead instances serve nothing (already out of routing), so they go first."""
+        result = RolloutResult(ok=True, release=None)
+        records = [r for r in (self.store.get_instance(i) for i in instance_ids) if r]
+        if not records:
+            return result
+        async with self.step_lock(target.name):
+            await self._retire(target, tuple(r.id for r in records), "exited", result)
+            for record in records:
+                release = self.store.get_release(target.name, record.release)
+                if release is None:
+                    continue
+                try:
+                    await self._start(target, release, (record.serial,), result)
+                except StartFailed as exc:
+                    result.ok, result.reason = False, exc.reason
+                    continue
+                new_id = result.started[-1]
+                await self._await_ready(target, release, (new_id,))
+                if new_id not in self.book.ready:
+                    result.ok = False
+                    result.reason = f"replacement {new_id} never became healthy"
+                    await self._retire(target, (new_id,), "replacement not healthy", result)
+            await self.sync_routes(target.name)
+        result.ended_at = time.time()
         return result
 
     async def heal(self, target: ServiceTarget, release: Release) -> RolloutResult:
@@ -415,7 +452,11 @@ class Executor:
                             f"{float(target.strategy.get('progress_deadline') or 600):g}s passed"
                         )
                     started = time.monotonic()
-                    verdict = await self._perform(target, release, step, result, control)
+                    if isinstance(step, Pause | Analyse):
+                        verdict = await self._perform(target, release, step, result, control)
+                    else:
+                        async with self.step_lock(target.name):
+                            verdict = await self._perform(target, release, step, result, control)
                     if isinstance(step, Pause):
                         deadline += time.monotonic() - started  # waiting is not progress
                 except StartFailed as exc:
