@@ -154,3 +154,32 @@ def test_blue_green_preview_promote_and_instant_rollback(fleet: Fleet) -> None:
     assert load.failed == 0, dict(load.errors)
     web = fleet.status()["services"][0]
     assert web["release"] == "r1" and {i["release"] for i in web["instances"]} == {"r1"}
+
+
+def test_a_roll_out_waiting_for_promotion_survives_an_agent_restart(fleet: Fleet) -> None:
+    use_strategy(
+        fleet,
+        """      type: canary
+      steps:
+        - set_weight: 34
+        - pause: {}""",
+    )
+    fleet.ok("apply")
+    fleet.set_version("v2")
+    assert fleet.run("apply").returncode == 0  # waits for a person
+    restarted = fleet.run("agent", "restart")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    deadline = time.monotonic() + 20
+    while True:
+        with agent(fleet) as client:
+            view = client.get("/v1/rollouts/web").json()
+        if view.get("awaiting_promotion"):
+            break
+        assert time.monotonic() < deadline, view
+        time.sleep(0.2)
+    assert {fleet.get()["version"] for _ in range(30)} == {"v1", "v2"}
+    fleet.ok("rollout", "promote", "web")
+    deadline = time.monotonic() + 20
+    while fleet.status()["services"][0]["release"] != "r2":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)

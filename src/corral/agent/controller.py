@@ -118,7 +118,8 @@ class Agent:
         self._heals: dict[str, asyncio.Task[None]] = {}
         self._backing_off: dict[str, bool] = {}
         self._liveness_failures: dict[str, int] = {}
-        self.inherited: dict[str, socket.socket] = {}  # route sockets handed over on restart
+        self.inherited: dict[str, socket.socket] = {}
+        self._handed_apply: str | None = None  # route sockets handed over on restart
         self.handed_over = False
 
     # -- events -----------------------------------------------------------------------------
@@ -473,13 +474,33 @@ class Agent:
         """The listening socket of every route, to hand to the next agent on restart."""
         return {service: self.router.listening_socket(service) for service in self.router.routes()}
 
-    def pause_for_handover(self) -> None:
-        """Stop watching and give up the environment so the next agent can claim it."""
+    async def pause_for_handover(self) -> None:
+        """Stop watching and give up the environment so the next agent can claim it.
+
+        A roll-out that waits for a person is handed over too: its apply stays recorded as
+        running, so the next agent resumes it and it waits there again. A roll-out that is
+        moving makes the restart wait (exit 3)."""
         if self.active is not None:
-            raise LockedError(
-                f"{self.active.id} is being applied; restart the agent after it ends",
-                holder=self.active.holder,
-                hint="Follow it with `corral status`, then run `corral agent restart` again.",
+            waiting = bool(self.controls) and all(
+                c.awaiting_promotion for c in self.controls.values()
+            )
+            if not waiting:
+                raise LockedError(
+                    f"{self.active.id} is being applied; restart the agent after it ends",
+                    holder=self.active.holder,
+                    hint="Follow it with `corral status`, then run `corral agent restart` "
+                    "again (a roll-out waiting for promotion is handed over).",
+                )
+            active, self.active = self.active, None
+            self._handed_apply = active.id
+            if active.task is not None:
+                active.task.cancel()
+                await asyncio.gather(active.task, return_exceptions=True)
+            self.store.release_lock(self.agent_id)
+            self.emit(
+                "apply.handed_over",
+                f"{active.id} handed over to the next agent",
+                data={"apply_id": active.id},
             )
         if self._supervisor is not None:
             self._supervisor.cancel()
@@ -489,6 +510,11 @@ class Agent:
     def resume_after_failed_handover(self) -> None:
         self._heartbeat()
         self._supervisor = asyncio.create_task(self._supervise(), name="supervisor")
+        if self._handed_apply is not None:
+            record = self.store.get_apply(self._handed_apply)
+            self._handed_apply = None
+            if record is not None and record.status is ApplyStatus.RUNNING:
+                self._resume(record)
 
     async def shutdown(self) -> None:
         """Stop serving; instances keep running for the next agent to adopt."""

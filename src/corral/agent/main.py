@@ -63,7 +63,7 @@ async def _hand_over(
 
     Both agents accept on the same listening sockets for a moment, so no connection is
     refused; this one then stops accepting, lets in-flight requests finish, and exits."""
-    agent.pause_for_handover()
+    await agent.pause_for_handover()
     sockets = agent.route_sockets()
     env = dict(os.environ)
     env[INHERIT_ENV] = ",".join(f"{name}={s.fileno()}" for name, s in sockets.items())
