@@ -139,3 +139,24 @@ def test_an_instance_that_stops_answering_is_replaced(fleet: Fleet) -> None:
                 pass
     wait_for(lambda: fleet.status()["services"][0]["ready"] == 3)
     assert any(e["kind"] == "instance.unhealthy" and victim in e["message"] for e in events(fleet))
+
+
+def test_a_tampered_image_file_replaces_every_instance_from_verified_content(
+    fleet: Fleet,
+) -> None:
+    fleet.ok("apply")
+    before = {i["id"] for i in fleet.status()["services"][0]["instances"]}
+    version = next(p for p in (fleet.home / "rootfs").glob("*/app/VERSION"))
+    version.write_text("v9\n")  # one byte changed, as root on the host
+
+    def all_replaced() -> bool:
+        web = fleet.status()["services"][0]
+        return not before & {i["id"] for i in web["instances"]} and web["ready"] == 3
+
+    wait_for(all_replaced, timeout=40)
+    found = [e for e in events(fleet) if e["kind"] == "instance.tampered"]
+    assert {e["data"]["instance"] for e in found} == before
+    assert all("/app/VERSION" in e["message"] for e in found)
+    # the fresh instances run from a root made anew from the blobs: the original content
+    assert {fleet.get()["version"] for _ in range(9)} == {"v1"}
+    assert fleet.status()["services"][0]["release"] == "r1"

@@ -16,6 +16,7 @@ import socket
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -48,6 +49,7 @@ LEASE_TTL = 15.0
 CRASH_LOOP_WINDOW = 10.0  # an instance that dies sooner after its start is crash-looping
 CRASH_LOOP_MAX_DELAY = 60.0
 LIVENESS_FAILURES = 3  # consecutive failed probes before a running instance is replaced
+AUDIT_EVERY_TICKS = 2  # tamper/drift audit (cheap thanks to the auditor's stat cache)
 
 
 @dataclass
@@ -118,6 +120,9 @@ class Agent:
         self._heals: dict[str, asyncio.Task[None]] = {}
         self._backing_off: dict[str, bool] = {}
         self._liveness_failures: dict[str, int] = {}
+        self._ticks = 0
+        self._replacing: dict[str, bool] = {}
+        self._auditor: Any = None
         self.inherited: dict[str, socket.socket] = {}
         self._handed_apply: str | None = None  # route sockets handed over on restart
         self.handed_over = False
@@ -339,6 +344,9 @@ class Agent:
                     data={"instance": record.id, "release": record.release, "exit_code": code},
                 )
         touched |= await self._check_liveness()
+        self._ticks += 1
+        if self._ticks % AUDIT_EVERY_TICKS == 0 and "audit" not in self._heals:
+            self._heals["audit"] = asyncio.create_task(self._audit(), name="audit")
         for service in touched:
             await self.executor(None).sync_routes(service)
         self._schedule_heals()
@@ -377,6 +385,87 @@ class Agent:
                     data={"instance": record.id, "release": record.release},
                 )
         return touched
+
+    async def _audit(self) -> None:
+        """Tampered or drifted instances are replaced from their release (law 8).
+
+        A tampered file lives in the unpacked image root that all instances of the image
+        share: that root is discarded (re-made from the content-addressed blobs, checked by
+        digest, on the next start) and every instance that used it is replaced."""
+        try:
+            if self._auditor is None:
+                from corral.agent.runtime import image_store
+                from corral.audit import InstanceAuditor
+
+                self._auditor = InstanceAuditor(
+                    self.home, self.project, self.environment, image_store(self.home)
+                )
+            findings = await asyncio.to_thread(self._auditor.audit, self.store)
+            bad: dict[str, dict[str, str]] = {}
+            discard: set[Path] = set()
+            for finding in findings:
+                if not (finding.tampered or finding.drifted):
+                    continue
+                if finding.instance_id in self.book.dead or self._replacing.get(
+                    finding.instance_id
+                ):
+                    continue
+                bad.setdefault(finding.service, {})[finding.instance_id] = finding.evidence()
+                if finding.tampered and finding.rootfs is not None:
+                    discard.add(Path(finding.rootfs))
+            for root in discard:
+                self._discard_rootfs(root)
+            for service, evidence in bad.items():
+                for instance_id, why in evidence.items():
+                    self._replacing[instance_id] = True
+                    self.emit(
+                        "instance.tampered"
+                        if "tampered" in why or "added" in why or "removed" in why
+                        else "instance.drifted",
+                        f"{instance_id}: {why}; replacing it",
+                        service=service,
+                        data={"instance": instance_id, "evidence": why},
+                    )
+                asyncio.create_task(self._replace_bad(service, list(evidence)))
+        except Exception:  # an audit must never take the supervisor down
+            log.exception("audit failed")
+        finally:
+            self._heals.pop("audit", None)
+
+    def _discard_rootfs(self, root: Path) -> None:
+        if root.is_dir():
+            aside = root.with_name(f".discarded-{root.name}-{int(time.time() * 1000)}")
+            root.rename(aside)
+            self.emit(
+                "image.rootfs_discarded",
+                f"unpacked image root {root.name[:12]} discarded: it was tampered with; "
+                "the next instance gets a fresh copy from the verified blobs",
+                data={"rootfs": str(root)},
+            )
+
+    async def _replace_bad(self, service: str, instance_ids: list[str]) -> None:
+        try:
+            record = self.store.get_service(service)
+            if record is None:
+                return
+            target = ServiceTarget(service, record.replicas, record.settings)
+            result = await self.executor(None).replace_serving(
+                target, instance_ids, "tampered or drifted"
+            )
+            kind = "heal.succeeded" if result.ok else "heal.backoff"
+            self.emit(
+                kind,
+                f"{service}: replaced {', '.join(result.stopped) or 'nothing'} "
+                f"with {', '.join(result.started) or 'nothing'}"
+                + ("" if result.ok else f" ({result.reason})"),
+                service=service,
+                data={"stopped": result.stopped, "started": result.started},
+            )
+        except Exception:
+            log.exception("replacing %s failed", instance_ids)
+        finally:
+            for instance_id in instance_ids:
+                self._replacing.pop(instance_id, None)
 
     def service_lock(self, service: str) -> asyncio.Lock:
         return self.service_locks.setdefault(service, asyncio.Lock())

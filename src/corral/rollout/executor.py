@@ -308,6 +308,37 @@ class Executor:
         result.ended_at = time.time()
         return result
 
+    async def replace_serving(
+        self, target: ServiceTarget, instance_ids: list[str], reason: str
+    ) -> RolloutResult:
+        """Replace instances that still serve but must go (tampered, drifted): the fresh one
+        of the same release and serial is ready before the bad one is drained and stopped."""
+        result = RolloutResult(ok=True, release=None)
+        records = [r for r in (self.store.get_instance(i) for i in instance_ids) if r]
+        async with self.step_lock(target.name):
+            fresh: list[str] = []
+            for record in records:
+                release = self.store.get_release(target.name, record.release)
+                if release is None:
+                    continue
+                try:
+                    await self._start(target, release, (record.serial,), result)
+                except StartFailed as exc:
+                    result.ok, result.reason = False, exc.reason
+                    continue
+                new_id = result.started[-1]
+                await self._await_ready(target, release, (new_id,))
+                fresh.append(new_id)
+                if new_id not in self.book.ready:
+                    result.ok = False
+                    result.reason = f"replacement {new_id} never became healthy"
+                    await self._retire(target, (new_id,), "replacement not healthy", result)
+            if result.ok:
+                await self._retire(target, tuple(r.id for r in records), reason, result)
+            await self.sync_routes(target.name)
+        result.ended_at = time.time()
+        return result
+
     async def heal(self, target: ServiceTarget, release: Release) -> RolloutResult:
         """Replace dead or missing instances from the same release (law 8).
 
