@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := bubblewrap python3 wrk haproxy nginx-light
+DEBIAN_PACKAGES := bubblewrap python3 busybox-static docker.io postgresql aide wrk hey haproxy nginx-light
 
 .PHONY: demo test test-fast lint deps venv bench clean
 
@@ -29,6 +29,7 @@ demo: venv
 	$(BIN)/python scripts/demo.py
 
 test: venv
+	@scripts/ensure_docker.sh
 	$(BIN)/pytest -q
 
 test-fast: venv

@@ -106,7 +106,7 @@ def desired_services(ctx: Context, refs: dict[str, ImageRef]) -> list[DesiredSer
 
 
 def observe(ctx: Context) -> list[Any]:
-    driver = build_driver(ctx.home, ctx.project, ctx.environment)
+    driver = build_driver(ctx.home, ctx.project, ctx.environment, ctx.loaded.spec.driver)
     return asyncio.run(driver.observe())
 
 

@@ -22,8 +22,8 @@ from corral.drivers.memory import InMemoryDriver, MemoryHost
 from corral.drivers.protocol import Driver, ImageRuntime, ObservedInstance, ObservedState
 from corral.drivers.registry import create_driver
 from corral.errors import DriverError, PrerequisiteError, UsageError
+from tests.conformance.docker_harness import DockerHarness, engine_unavailable
 from tests.conformance.driver_fixtures import (
-    DIGEST,
     PYTHON,
     Harness,
     LocalHarness,
@@ -35,13 +35,25 @@ from tests.conformance.driver_fixtures import (
 
 HAS_BWRAP = shutil.which("bwrap") is not None
 needs_bwrap = pytest.mark.skipif(not HAS_BWRAP, reason=BWRAP_MISSING)
+NO_DOCKER = engine_unavailable()
+needs_docker = [pytest.mark.docker, pytest.mark.skipif(bool(NO_DOCKER), reason=str(NO_DOCKER))]
 
 
 @pytest.fixture(
-    params=[pytest.param("local", marks=needs_bwrap), "memory"],
+    params=[
+        pytest.param("local", marks=needs_bwrap),
+        "memory",
+        pytest.param("docker", marks=needs_docker),
+    ],
 )
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    made: Harness = LocalHarness(tmp_path) if request.param == "local" else MemoryHarness()
+    made: Harness
+    if request.param == "local":
+        made = LocalHarness(tmp_path)
+    elif request.param == "docker":
+        made = DockerHarness(tmp_path)
+    else:
+        made = MemoryHarness()
     try:
         yield made
     finally:
@@ -87,12 +99,13 @@ def is_gone(observed: ObservedInstance) -> bool:
 
 async def test_started_instance_is_observed_running_with_its_labels(harness: Harness) -> None:
     driver = harness.driver()
-    started = await driver.start(harness.spec("web-2", serial=2, release=3))
+    spec = harness.spec("web-2", serial=2, release=3)
+    started = await driver.start(spec)
 
     seen = (await observed_by_id(driver))["web-2"]
     assert seen.state is ObservedState.RUNNING
     assert (seen.service, seen.serial, seen.release) == ("web", 2, 3)
-    assert seen.image_digest == DIGEST
+    assert seen.image_digest == spec.image_digest
     assert seen.address is not None and seen.address.startswith("127.0.0.1:")
     assert seen.address == started.address
     assert seen.driver_ref == started.driver_ref != ""
@@ -167,6 +180,7 @@ async def test_a_new_driver_adopts_instances_started_by_a_previous_one(
     seen = await wait_state(driver, "web-1", ObservedState.RUNNING)
     if harness.kind == "local":
         assert psutil.Process(bwrap_pid(seen)).status() != psutil.STATUS_ZOMBIE  # all of it lives
+    if harness.kind in ("local", "docker"):
         assert await http_get(seen.address or "", "/") == "web-1"
     await driver.stop("web-1", grace=5)
     assert (await observed_by_id(driver))["web-1"].state is ObservedState.EXITED
@@ -179,7 +193,7 @@ async def test_a_start_that_fails_raises_and_leaves_nothing(harness: Harness) ->
     driver = harness.driver(startup_check=5.0)
     with pytest.raises(DriverError) as failure:
         await driver.start(harness.failing_spec(driver, "web-1"))
-    if harness.kind == "local":
+    if harness.kind in ("local", "docker"):
         assert "boom" in str(failure.value)  # the log's last lines explain it
         assert "code 3" in str(failure.value)
     assert await driver.observe() == []
@@ -428,9 +442,9 @@ def test_registry_builds_drivers_by_name(tmp_path: Path) -> None:
         assert local.name == "local"
 
 
-@pytest.mark.parametrize("name", ["docker", "swarm", "kubernetes", "bogus"])
+@pytest.mark.parametrize("name", ["swarm", "kubernetes", "bogus"])
 def test_registry_refuses_unknown_drivers_and_names_the_known_ones(name: str) -> None:
     with pytest.raises(UsageError) as failure:
         create_driver(name)
-    assert "local, memory" in str(failure.value)
+    assert "local, docker, memory" in str(failure.value)
     assert "kubernetes come later" in str(failure.value)

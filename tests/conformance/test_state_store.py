@@ -1,7 +1,8 @@
-"""The `StateStore` conformance suite: every store passes it (in-memory and SQLite today).
+"""The `StateStore` conformance suite: every store passes it (in-memory, SQLite, PostgreSQL).
 
-The shared part runs once per store; the SQLite part checks what only a database on disk can
-break: several processes at once, reopening, file permissions, the schema stamp.
+The shared part runs once per store; the database part (SQLite and PostgreSQL) checks what
+only a real database can break: several processes at once, reopening; then SQLite's file.
+PostgreSQL runs in one cluster per session, a database per test (`pg_fixtures.py`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from corral.errors import LockedError, StateError, UsageError
+from corral.state import migrations
 from corral.state.memory import InMemoryStateStore, MemoryBackend
 from corral.state.open import open_state
 from corral.state.protocol import StateStore
@@ -60,14 +63,33 @@ class StateKit:
         return store
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def database_url(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
+    """A fresh, empty database of `kind` (sqlite or postgresql) for this test."""
+    if kind == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return f"sqlite:///{tmp_path / 'deep' / 'er' / 'state.db'}"
+
+
+def raw_execute(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run `sql` on the database behind the store's back; its rows, if any."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as raw:
+            rows = raw.execute(sql).fetchall()
+        raw.close()
+        return rows
+    with psycopg.connect(url) as conn:
+        cursor = conn.execute(sql)
+        return cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def state_kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateKit]:
     clock = StateClock()
     if request.param == "memory":
         backend = MemoryBackend()
         kit = StateKit(clock, lambda env: InMemoryStateStore(env, shared=backend, clock=clock))
     else:
-        url = f"sqlite:///{tmp_path / 'state.db'}"
+        url = database_url(request, request.param, tmp_path)
         kit = StateKit(clock, lambda env: SqlStateStore(url, env, clock=clock))
     try:
         yield kit
@@ -464,16 +486,15 @@ def test_stores_on_the_same_environment_share_everything(state_kit: StateKit) ->
         reader.acquire_lock(holder("h2"), ttl=30)
 
 
-# --- SQLite only: one database file, several processes, reopening -------------------------
+# --- SQL databases: several processes, reopening -----------------------------------------
 
 
-@pytest.fixture
-def state_db(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A fresh SQLite state database (created by opening it once)."""
-    path = tmp_path / "deep" / "er" / "state.db"
-    url = f"sqlite:///{path}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh state database (created by opening it once)."""
+    url = database_url(request, request.param, tmp_path)
     SqlStateStore(url).close()
-    yield url, path
+    return url
 
 
 def _race_for_lock(store: SqlStateStore, name: str) -> str:
@@ -530,8 +551,8 @@ def run_processes(job: Callable[..., Any], url: str, count: int) -> dict[str, An
         results.close()
 
 
-def test_processes_racing_for_the_lock_have_one_winner(state_db: tuple[str, Path]) -> None:
-    url, _ = state_db
+def test_processes_racing_for_the_lock_have_one_winner(state_db: str) -> None:
+    url = state_db
     outcomes = run_processes(_race_for_lock, url, count=4)
 
     winners = [name for name, outcome in outcomes.items() if outcome == "won"]
@@ -545,8 +566,8 @@ def test_processes_racing_for_the_lock_have_one_winner(state_db: tuple[str, Path
         store.close()
 
 
-def test_processes_never_share_release_numbers_or_ids(state_db: tuple[str, Path]) -> None:
-    url, _ = state_db
+def test_processes_never_share_release_numbers_or_ids(state_db: str) -> None:
+    url = state_db
     results = run_processes(_number_things, url, count=4)
 
     handed = [value for values in results.values() for value in values]
@@ -556,8 +577,8 @@ def test_processes_never_share_release_numbers_or_ids(state_db: tuple[str, Path]
     assert ids == sorted(f"web-{n}" for n in range(1, 21)), results
 
 
-def test_everything_survives_reopening(state_db: tuple[str, Path]) -> None:
-    url, path = state_db
+def test_everything_survives_reopening(state_db: str) -> None:
+    url = state_db
     first = SqlStateStore(url, "dev")
     try:
         fill(first)
@@ -574,9 +595,7 @@ def test_everything_survives_reopening(state_db: tuple[str, Path]) -> None:
         )
     finally:
         first.close()
-    with sqlite3.connect(path) as raw:  # even rows deleted by hand give no id back
-        raw.execute("DELETE FROM instances")
-    raw.close()
+    raw_execute(url, "DELETE FROM instances")  # even rows deleted by hand give no id back
 
     second = SqlStateStore(url, "dev")
     try:
@@ -598,17 +617,26 @@ def test_everything_survives_reopening(state_db: tuple[str, Path]) -> None:
         second.close()
 
 
-def test_the_database_file_is_private_and_stamped(state_db: tuple[str, Path]) -> None:
-    url, path = state_db
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
-        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        raw.execute("UPDATE schema_version SET version = 2")
-    raw.close()
+def test_the_database_is_stamped_and_a_newer_one_refused(state_db: str) -> None:
+    url = state_db
+    assert raw_execute(url, "SELECT version_num FROM alembic_version") == [(migrations.HEAD,)]
+    assert raw_execute(url, "SELECT version FROM schema_version") == [(2,)]
+    raw_execute(url, "UPDATE alembic_version SET version_num = '9999'")
 
-    with pytest.raises(StateError, match="schema version 2"):
+    with pytest.raises(StateError, match="schema revision 9999, made by a newer corral"):
         SqlStateStore(url)
+    assert raw_execute(url, "SELECT version_num FROM alembic_version") == [("9999",)]
+
+
+# --- SQLite only: the file ---------------------------------------------------------------
+
+
+def test_the_sqlite_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "state.db"
+    SqlStateStore(f"sqlite:///{path}").close()
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert raw_execute(f"sqlite:///{path}", "PRAGMA journal_mode") == [("wal",)]
 
 
 def test_an_in_memory_sqlite_url_is_refused() -> None:
@@ -643,14 +671,26 @@ def test_open_state_honours_the_url_then_the_environment(
     assert not (tmp_path / "home" / "state.db").exists()
 
 
+def test_open_state_opens_postgresql_urls(pg_url: str, tmp_path: Path) -> None:
+    for url in (pg_url, pg_url.replace("postgresql://", "postgres://", 1)):
+        store = open_state(url, "prod", tmp_path / "home")
+        try:
+            store.append_event("x", "y")
+            assert [e.seq for e in store.list_events()][-1] in (1, 2)
+        finally:
+            store.close()
+    assert not (tmp_path / "home").exists()
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("postgresql://corral@127.0.0.1/corral", "PostgreSQL state arrives with a later release"),
-        ("postgresql+psycopg://127.0.0.1/corral", "PostgreSQL state arrives with a later release"),
-        ("mysql://127.0.0.1/corral", "unsupported state URL"),
+        ("mysql://corral:hunter2@127.0.0.1/corral", "unsupported state URL mysql://…"),
+        ("postgresql+asyncpg://127.0.0.1/corral", "connects with psycopg 3, not 'postgresql"),
+        ("postgresql+psycopg2://127.0.0.1/corral", "connects with psycopg 3, not 'postgresql"),
     ],
 )
 def test_open_state_refuses_what_it_cannot_open(tmp_path: Path, url: str, problem: str) -> None:
-    with pytest.raises(UsageError, match=problem):
+    with pytest.raises(UsageError, match=problem) as caught:
         open_state(url, "dev", tmp_path)
+    assert "hunter2" not in str(caught.value)

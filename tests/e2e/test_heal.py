@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -133,10 +134,8 @@ def test_an_instance_that_stops_answering_is_replaced(fleet: Fleet) -> None:
         )
     finally:
         for process in app:
-            try:
+            with contextlib.suppress(psutil.Error):
                 process.resume()
-            except psutil.Error:
-                pass
     wait_for(lambda: fleet.status()["services"][0]["ready"] == 3)
     assert any(e["kind"] == "instance.unhealthy" and victim in e["message"] for e in events(fleet))
 

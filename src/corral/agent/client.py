@@ -29,10 +29,11 @@ _ERRORS: dict[str, type[CorralError]] = {
 
 
 class AgentClient:
-    def __init__(self, home: Home, project: str, environment: str) -> None:
+    def __init__(self, home: Home, project: str, environment: str, driver: str = "local") -> None:
         self.home = home
         self.project = project
         self.environment = environment
+        self.driver = driver  # what an agent started by this client runs instances with
         self.socket = home.agent_socket(project, environment)
         self._client: httpx.Client | None = None
 
@@ -82,6 +83,7 @@ class AgentClient:
             "--home", str(self.home.root),
             "--project", self.project,
             "--env", self.environment,
+            "--driver", self.driver,
         ]  # fmt: skip
         if state_url:
             command += ["--state-url", state_url]

@@ -122,6 +122,7 @@ class Agent:
         self._liveness_failures: dict[str, int] = {}
         self._ticks = 0
         self._replacing: dict[str, bool] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._auditor: Any = None
         self.inherited: dict[str, socket.socket] = {}
         self._handed_apply: str | None = None  # route sockets handed over on restart
@@ -426,7 +427,9 @@ class Agent:
                         service=service,
                         data={"instance": instance_id, "evidence": why},
                     )
-                asyncio.create_task(self._replace_bad(service, list(evidence)))
+                task = asyncio.create_task(self._replace_bad(service, list(evidence)))
+                self._background.add(task)  # kept referenced until done
+                task.add_done_callback(self._background.discard)
         except Exception:  # an audit must never take the supervisor down
             log.exception("audit failed")
         finally:

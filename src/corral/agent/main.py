@@ -105,9 +105,14 @@ async def _hand_over(
 
 
 async def run(
-    home: Home, project: str, environment: str, state_url: str | None, args: list[str]
+    home: Home,
+    project: str,
+    environment: str,
+    state_url: str | None,
+    args: list[str],
+    driver_name: str = "local",
 ) -> int:
-    store, driver, router = build_runtime(home, project, environment, state_url)
+    store, driver, router = build_runtime(home, project, environment, state_url, driver_name)
     agent = Agent(
         home=home,
         project=project,
@@ -169,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", required=True)
     parser.add_argument("--env", required=True)
     parser.add_argument("--state-url", default=None)
+    parser.add_argument("--driver", default="local", choices=["local", "docker"])
     args = parser.parse_args(argv)
     home = Home(Path(args.home))
     logging.basicConfig(
@@ -186,4 +192,5 @@ def main(argv: list[str] | None = None) -> int:
     own_args = ["--home", args.home, "--project", args.project, "--env", args.env]
     if args.state_url:
         own_args += ["--state-url", args.state_url]
-    return asyncio.run(run(home, args.project, args.env, args.state_url, own_args))
+    own_args += ["--driver", args.driver]  # a successor (agent restart) runs the same driver
+    return asyncio.run(run(home, args.project, args.env, args.state_url, own_args, args.driver))

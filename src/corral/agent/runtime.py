@@ -25,8 +25,12 @@ def image_store(home: Home) -> ImageStore:
     return ImageStore(home.images)
 
 
-def build_driver(home: Home, project: str, environment: str) -> Driver:
+def build_driver(home: Home, project: str, environment: str, driver: str = "local") -> Driver:
     images = image_store(home)
+    if driver == "docker":  # imported here: the docker SDK is an optional dependency
+        from corral.drivers.docker import DockerDriver
+
+        return DockerDriver(home.root, project, environment, images)
 
     def resolve(digest: str) -> ImageRuntime:
         info = images.info(digest)
@@ -42,7 +46,8 @@ def build_driver(home: Home, project: str, environment: str) -> Driver:
 
 
 def build_runtime(
-    home: Home, project: str, environment: str, state_url: str | None
+    home: Home, project: str, environment: str, state_url: str | None, driver: str = "local"
 ) -> tuple[StateStore, Driver, EmbeddedRouter]:
+    built = build_driver(home, project, environment, driver)  # before the store: may refuse
     store = open_store(home, project, environment, state_url)
-    return store, build_driver(home, project, environment), EmbeddedRouter()
+    return store, built, EmbeddedRouter()

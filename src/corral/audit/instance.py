@@ -181,12 +181,20 @@ class InstanceAuditor:
         app = _app_process(pids.get("sandbox"))
         if app is None:
             return findings, "config: its process is not running"
+        # What corral launched is the sandbox's own argv and environment (bwrap's, fixed at
+        # its exec): the app may legitimately exec itself or a wrapper with a changed
+        # environment (Python adds LC_CTYPE on re-exec), which is not drift.
+        source = _launcher(pids) or app
         try:
-            argv, env = _read_process(app)
+            argv, env = _read_process(source)
         except OSError as exc:
-            return findings, f"config: cannot read /proc/{app} ({exc.strerror or exc})"
+            return findings, f"config: cannot read /proc/{source} ({exc.strerror or exc})"
         want_argv, want_env = self._expected(record, release, launch)
         presence_only = set(release.config.get("secrets") or {})
+        if source != app:
+            want_env.pop(_RUNTIME_ENV, None)  # bwrap sets PWD for the app, not for itself
+            if "--" in argv:
+                argv = argv[argv.index("--") + 1 :]  # bwrap's options, then the command
         findings += compare_command(want_argv, argv)
         findings += compare_env(want_env, env, key=self._key, presence_only=presence_only)
         return findings, None
@@ -229,6 +237,17 @@ def _app_process(sandbox: Any) -> int | None:
     except (psutil.Error, KeyError, TypeError, ValueError):
         return None
     return children[0] if children else None
+
+
+def _launcher(pids: dict[str, Any]) -> int | None:
+    """The recorded bwrap process, if that very process (pid and start time) still runs."""
+    try:
+        bwrap = psutil.Process(int(pids["pid"]))
+        if abs(bwrap.create_time() - float(pids["start_time"])) >= 1e-3:
+            return None
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return None
+    return bwrap.pid
 
 
 def _read_process(pid: int) -> tuple[list[str], dict[str, str]]:

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from corral.agent.client import AgentClient
-from corral.cli import views
+from corral.cli import audit_cmd, images_cmd, views
 from corral.engine import (
     Context,
     apply_target,
@@ -42,6 +42,9 @@ rollout_app = typer.Typer(no_args_is_help=True, help="Watch and steer a running 
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(lock_app, name="lock")
 app.add_typer(agent_app, name="agent")
+app.add_typer(images_cmd.images_app, name="images")
+app.add_typer(images_cmd.app, name="image")
+app.add_typer(audit_cmd.app, name="audit")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -65,7 +68,7 @@ def _ctx(spec: Path, env: str) -> Context:
 
 
 def _client(ctx: Context) -> AgentClient:
-    return AgentClient(ctx.home, ctx.project, ctx.environment)
+    return AgentClient(ctx.home, ctx.project, ctx.environment, ctx.loaded.spec.driver)
 
 
 def _holder(message: str) -> dict[str, Any]:
@@ -110,10 +113,22 @@ def schema() -> None:
 
 
 @app.command()
-def bake(spec: SpecOption = Path("corral.yaml"), as_json: JsonOption = False) -> None:
+def bake(
+    spec: SpecOption = Path("corral.yaml"),
+    as_json: JsonOption = False,
+    update_bases: Annotated[
+        bool, typer.Option("--update-bases", help="re-resolve the bases pinned in corral.lock")
+    ] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="bake twice from scratch; list files that differ")
+    ] = False,
+) -> None:
     """Bake every image of the spec into the content-addressed store."""
+    if check:
+        raise typer.Exit(images_cmd.bake_check(spec, as_json))
     ctx = _ctx(spec, "dev")
-    refs = bake_all(ctx, progress=None if as_json else views.baked_line(err))
+    show = None if as_json else views.baked_line(err)
+    refs = bake_all(ctx, progress=show, update_bases=update_bases)
     if as_json:
         _emit_json({"images": [views.image_json(r) for r in refs.values()]})
 

@@ -276,7 +276,7 @@ def print_logs(
 ) -> None:
     from corral.agent.runtime import build_driver
 
-    driver = build_driver(ctx.home, ctx.project, ctx.environment)
+    driver = build_driver(ctx.home, ctx.project, ctx.environment, ctx.loaded.spec.driver)
     offsets: dict[str, int] = {}
 
     def paths() -> list[tuple[str, Path]]:

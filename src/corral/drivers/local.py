@@ -48,6 +48,7 @@ from typing import Any
 
 import psutil
 
+from corral.drivers.instance_files import create_instance_dir, write_json
 from corral.drivers.protocol import ImageRuntime, LaunchSpec, ObservedInstance, ObservedState
 from corral.errors import DriverError, PrerequisiteError
 from corral.paths import Home
@@ -254,7 +255,7 @@ class LocalDriver:
             )
         port = _free_port(self._ports_taken())
         launch = _launch_record(spec, command=command, port=port)
-        _create_instance_dir(inst_dir, launch)
+        create_instance_dir(inst_dir, "launch.json", launch)
         try:
             return await self._spawn(spec, image, command, port, inst_dir, launch)
         except BaseException:
@@ -340,7 +341,7 @@ class LocalDriver:
         try:
             sandbox = await _wait_sandbox(bwrap, status)
             inst = _Instance(inst_dir, launch, bwrap, sandbox)
-            _write_json(
+            write_json(
                 inst_dir / "pid", {**bwrap.to_json(), "sandbox": sandbox and sandbox.to_json()}
             )
             code = await self._exit_within(inst, self._startup_check)
@@ -605,29 +606,6 @@ def _record_exit(inst_dir: Path, code: int) -> None:
     if _recorded_exit(inst_dir) is None:
         with open(inst_dir / "status", "a") as f:
             f.write(json.dumps({"exit-code": code, "reaped-by": "corral"}) + "\n")
-
-
-def _create_instance_dir(inst_dir: Path, launch: dict[str, Any]) -> None:
-    """Make the dir appear with its launch.json already in it, so every instance dir has one."""
-    staging = inst_dir.with_name(f".{inst_dir.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True, mode=0o700)
-    _write_json(staging / "launch.json", launch)
-    try:
-        staging.rename(inst_dir)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DriverError(f"cannot create {inst_dir}: {exc}") from exc
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    """Write atomically and durably: a reader sees the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 async def _kill_strays(inst_dir: Path) -> None:

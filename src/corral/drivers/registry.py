@@ -8,20 +8,25 @@ from typing import Any
 from corral.drivers.protocol import Driver
 from corral.errors import UsageError
 
-KNOWN_DRIVERS = ("local", "memory")
-PLANNED_DRIVERS = ("docker", "swarm", "kubernetes")
+KNOWN_DRIVERS = ("local", "docker", "memory")
+PLANNED_DRIVERS = ("swarm", "kubernetes")
 
 
 def create_driver(name: str, **kwargs: Any) -> Driver:
     """The driver called `name`, built with `kwargs` (its constructor's arguments).
 
     local:  home, project, environment, resolve_image[, startup_check]
+    docker: home, project, environment, images[, client, startup_check]
     memory: [project, environment, host, clock]
     """
     if name == "local":
         from corral.drivers.local import LocalDriver
 
         return LocalDriver(**kwargs)
+    if name == "docker":
+        from corral.drivers.docker import DockerDriver
+
+        return DockerDriver(**kwargs)
     if name == "memory":
         from corral.drivers.memory import InMemoryDriver
 

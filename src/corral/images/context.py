@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from corral.errors import BakeError, MissingFileError, UsageError
 from corral.images.digests import canonical_json, digest_bytes, hash_file
-from corral.images.model import DIR_MODE, EXEC_MODE, FILE_MODE, LINK_MODE, FileEntry
+from corral.images.model import DIR_MODE, EPOCH, EXEC_MODE, FILE_MODE, LINK_MODE, FileEntry
 from corral.spec.model import CopyStep
 
 # Bump when the layer bytes produced from the same entries change (tar writer, modes, …):
@@ -33,11 +34,17 @@ class LayerInput:
     dest: str
     entries: list[FileEntry]
     sources: dict[str, Path]  # image path → host file (regular files only)
+    epoch: int = EPOCH  # every tar header's mtime
 
     @cached_property
     def key(self) -> str:
         """The layer cache key: equal keys give byte-identical layers."""
-        payload = {"v": LAYER_FORMAT, "entries": [e.to_json() for e in self.entries]}
+        payload: dict[str, Any] = {
+            "v": LAYER_FORMAT,
+            "entries": [e.to_json() for e in self.entries],
+        }
+        if self.epoch != EPOCH:
+            payload["epoch"] = self.epoch
         return digest_bytes(canonical_json(payload))
 
     @property
@@ -45,7 +52,9 @@ class LayerInput:
         return sum(e.size for e in self.entries)
 
 
-def scan_copy(step: CopyStep, base_dir: Path, where: str = "copy") -> LayerInput:
+def scan_copy(
+    step: CopyStep, base_dir: Path, where: str = "copy", *, epoch: int = EPOCH
+) -> LayerInput:
     """Read the files of one `copy:` step. Raises MissingFileError when its source is absent.
 
     `where` names the step in messages, as the spec does ("images.web.copy[1]")."""
@@ -88,8 +97,19 @@ def scan_copy(step: CopyStep, base_dir: Path, where: str = "copy") -> LayerInput
             f"{where}.src: {step.src!r} ({source}) is neither a file nor a directory",
             hint="copy regular files, directories and symlinks only",
         )
-    entries = _with_parents(collected, dest)
-    return LayerInput(src=step.src, dest=step.dest, entries=entries, sources=sources)
+    entries = _with_parents([_owned(e, step) for e in collected], dest)
+    return LayerInput(src=step.src, dest=step.dest, entries=entries, sources=sources, epoch=epoch)
+
+
+def _owned(entry: FileEntry, step: CopyStep) -> FileEntry:
+    """The step's `mode` (files only) and `owner` applied to one copied entry."""
+    changes: dict[str, Any] = {}
+    if step.mode is not None and entry.type == "file":
+        changes["mode"] = step.mode
+    if step.owner is not None:
+        uid, _, gid = step.owner.partition(":")
+        changes |= {"uid": int(uid), "gid": int(gid or uid)}
+    return replace(entry, **changes) if changes else entry
 
 
 def _image_path(dest: str) -> str:

@@ -3,7 +3,7 @@
 The rules match what unpacking does on disk (`unpack.py`), so the file manifest describes the
 rootfs exactly: a later entry replaces an earlier one at the same path; a non-directory that
 replaces a directory removes everything below it; a directory entry over a directory keeps its
-contents.
+contents; a whiteout (`.wh.name`) removes `name` and everything below it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ def stack(layers: Iterable[Iterable[FileEntry]]) -> list[FileEntry]:
     tree: dict[str, FileEntry] = {}
     for layer in layers:
         for entry in layer:
+            if entry.is_whiteout:
+                gone = entry.whited_out
+                tree.pop(gone, None)
+                for path in [p for p in tree if p.startswith(gone + "/")]:
+                    del tree[path]
+                continue
             previous = tree.get(entry.path)
             if previous is not None and previous.type == "dir" and entry.type != "dir":
                 below = entry.path + "/"

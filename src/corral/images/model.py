@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,6 +17,8 @@ DIR_MODE = 0o755
 EXEC_MODE = 0o755
 FILE_MODE = 0o644
 LINK_MODE = 0o777
+
+WHITEOUT = ".wh."  # OCI: an empty file `.wh.<name>` in a layer deletes <name> below it
 
 EntryType = Literal["dir", "file", "symlink"]
 
@@ -35,9 +38,11 @@ class FileEntry:
     size: int = 0
     sha256: str | None = None
     target: str | None = None
+    uid: int = 0
+    gid: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "path": self.path,
             "type": self.type,
             "mode": self.mode,
@@ -45,6 +50,20 @@ class FileEntry:
             "sha256": self.sha256,
             "target": self.target,
         }
+        # Only when set, so manifests (and cache keys) of root-owned files keep their bytes.
+        if self.uid or self.gid:
+            data |= {"uid": self.uid, "gid": self.gid}
+        return data
+
+    @property
+    def is_whiteout(self) -> bool:
+        """An OCI whiteout (`dir/.wh.name`): the layer deletes `dir/name`."""
+        return posixpath.basename(self.path).startswith(WHITEOUT)
+
+    @property
+    def whited_out(self) -> str:
+        head, tail = posixpath.split(self.path)
+        return posixpath.join(head, tail.removeprefix(WHITEOUT))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FileEntry:
@@ -55,6 +74,8 @@ class FileEntry:
             size=int(data["size"]),
             sha256=data.get("sha256"),
             target=data.get("target"),
+            uid=int(data.get("uid", 0)),
+            gid=int(data.get("gid", 0)),
         )
 
 
@@ -86,3 +107,19 @@ class ImageInfo:
     workdir: str
     layers: list[str]
     size: int
+    has_os: bool = False  # the image brings its own /bin/sh and libraries (a busybox base)
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class Parent:
+    """What a recipe is layered on: a base's layers and files, and the settings it passes on.
+
+    `label` names the base and its exact content ("busybox@sha256:<deb>", "image:base@sha256:…")
+    and is recorded in the image (ancestry: `corral images --stale`)."""
+
+    label: str
+    layers: list[dict[str, Any]]  # OCI layer descriptors, lowest first
+    files: list[FileEntry]
+    has_os: bool
+    config: dict[str, Any] = field(default_factory=dict)  # the base's OCI `config` section

@@ -23,6 +23,13 @@ SUPERSEDED = "io.corral.superseded"  # an older digest of that name, kept for it
 CREATED_FROM = "io.corral.created-from"  # canonical JSON describing the bake's inputs
 FILES = "io.corral.files"  # digest of the image's file manifest blob
 FILES_MEDIA_TYPE = "application/vnd.corral.files.v1+json"
+BASE = "io.corral.base"  # manifest: what the image is layered on ("busybox@sha256:…", …)
+HAS_OS = "io.corral.has-os"  # manifest: "true" when the image brings its own /bin/sh
+# Index-only annotations (never part of an image's digest): a name's history and lifecycle.
+TAGGED_AT = "io.corral.tagged-at"  # unix time the digest was first tagged with the name
+CHANNELS = "io.corral.channels"  # comma-separated channels (staging, prod) this entry holds
+REVOKED = "io.corral.revoked"  # the reason the digest may no longer be deployed
+_KEPT_ON_RETAG = (TAGGED_AT, CHANNELS, REVOKED)
 
 _GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -44,29 +51,47 @@ def image_config(
     cmd: list[str],
     workdir: str,
     diff_ids: list[str],
+    entrypoint: list[str] | None = None,
+    user: str | None = None,
+    expose: list[int] | None = None,
+    labels: dict[str, str] | None = None,
+    created: str = EPOCH_ISO,
 ) -> dict[str, Any]:
+    """The config; optional fields appear only when set, so older digests stay the same."""
+    run: dict[str, Any] = {
+        "Env": [f"{key}={env[key]}" for key in sorted(env)],
+        "Cmd": list(cmd),
+        "WorkingDir": workdir,
+    }
+    if entrypoint:
+        run["Entrypoint"] = list(entrypoint)
+    if user:
+        run["User"] = user
+    if expose:
+        run["ExposedPorts"] = {f"{port}/tcp": {} for port in sorted(set(expose))}
+    if labels:
+        run["Labels"] = dict(sorted(labels.items()))
     return {
         "architecture": architecture,
         "os": "linux",
-        "created": EPOCH_ISO,
-        "config": {
-            "Env": [f"{key}={env[key]}" for key in sorted(env)],
-            "Cmd": list(cmd),
-            "WorkingDir": workdir,
-        },
+        "created": created,
+        "config": run,
         "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
     }
 
 
 def image_manifest(
-    config: dict[str, Any], layers: list[dict[str, Any]], files_digest: str
+    config: dict[str, Any],
+    layers: list[dict[str, Any]],
+    files_digest: str,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     return {
         "schemaVersion": 2,
         "mediaType": MANIFEST,
         "config": config,
         "layers": layers,
-        "annotations": {FILES: files_digest},
+        "annotations": {FILES: files_digest, **(extra or {})},
     }
 
 
@@ -75,24 +100,32 @@ def empty_index() -> dict[str, Any]:
 
 
 def tag(
-    index: dict[str, Any], name: str, manifest: dict[str, Any], created_from: str
+    index: dict[str, Any],
+    name: str,
+    manifest: dict[str, Any],
+    created_from: str,
+    now: str = "0",
 ) -> dict[str, Any]:
     """`index` with `name` pointing at `manifest`; the name's previous digest marked superseded.
 
     One current entry per name; every digest the name ever had stays listed once, oldest
-    first, so it is still a root for garbage collection and its history stays readable.
+    first, so it is still a root for garbage collection and its history stays readable. The
+    entry's channels, revocation and first tagging time survive a re-tag.
     """
     current: list[dict[str, Any]] = []
+    kept: dict[str, str] = {TAGGED_AT: now}
     for entry in index.get("manifests", []):
         notes = entry.get("annotations", {})
         if name in (notes.get(REF_NAME), notes.get(SUPERSEDED)):
             if entry["digest"] == manifest["digest"]:
+                kept |= {k: str(notes[k]) for k in _KEPT_ON_RETAG if k in notes}
                 continue  # replaced by the fresh entry below
             if notes.get(REF_NAME) == name:
                 notes = {k: v for k, v in notes.items() if k != REF_NAME} | {SUPERSEDED: name}
                 entry = {**entry, "annotations": notes}
         current.append(entry)
-    current.append({**manifest, "annotations": {REF_NAME: name, CREATED_FROM: created_from}})
+    notes = {REF_NAME: name, CREATED_FROM: created_from, **kept}
+    current.append({**manifest, "annotations": notes})
     return {**index, "schemaVersion": 2, "mediaType": INDEX, "manifests": current}
 
 

@@ -19,7 +19,9 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,14 +32,16 @@ from corral.images import oci
 from corral.images.blobs import BlobStore
 from corral.images.cache import CachedLayer, LayerCache
 from corral.images.context import LayerInput, scan_copy
-from corral.images.digests import canonical_json, hex_of, is_digest
+from corral.images.digests import canonical_json, digest_bytes, hex_of, is_digest
 from corral.images.filetree import stack
-from corral.images.model import FileEntry, ImageInfo, ImageRef
+from corral.images.model import FileEntry, ImageInfo, ImageRef, Parent
+from corral.images.runstep import run_step
 from corral.images.tarball import write_layer
-from corral.images.unpack import materialise
+from corral.images.unpack import apply_layer, materialise
 from corral.spec.model import ImageSpec
 
 FILES_VERSION = 1
+RUN_FORMAT = 1  # bump when a run step's layer changes for the same inputs
 # OCI's grammar for `org.opencontainers.image.ref.name`.
 _COMPONENT = r"[A-Za-z0-9]+(?:(?:[._:@+-]|--)[A-Za-z0-9]+)*"
 _REF_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
@@ -61,39 +65,79 @@ class ImageStore:
 
     # -- baking ---------------------------------------------------------------------------
 
-    def bake(self, name: str, recipe: ImageSpec, base_dir: Path) -> ImageRef:
-        """Bake `recipe` (copy sources relative to `base_dir`) and tag the result `name`.
+    def bake(
+        self,
+        name: str,
+        recipe: ImageSpec,
+        base_dir: Path,
+        *,
+        parent: Parent | None = None,
+        on_output: Callable[[str], None] | None = None,
+    ) -> ImageRef:
+        """Bake `recipe` (copy sources relative to `base_dir`) on `parent` and tag it `name`.
 
         Raises MissingFileError when a copy source is absent, BakeError when a file cannot be
-        read or changes during the bake. Unchanged inputs reuse their cached layers.
+        read or changes during the bake, or a `run` step fails. Unchanged inputs reuse their
+        cached layers. Nothing is tagged or cached unless the whole bake succeeds.
         """
         _check_name(name)
         inputs = [
-            scan_copy(step, base_dir, where=f"images.{name}.copy[{i}]")
+            scan_copy(step, base_dir, where=f"images.{name}.copy[{i}]", epoch=recipe.epoch)
             for i, step in enumerate(recipe.copy_)
         ]
         self._init_layout()
-        layers = [self._layer(layer) for layer in inputs]
-        files = stack(layer.entries for layer in inputs)
+        base = parent.layers if parent else []
+        fresh: dict[str, CachedLayer] = {}
+        layers = base + [self._layer(layer, fresh) for layer in inputs]
+        file_layers = [parent.files if parent else [], *(layer.entries for layer in inputs)]
+        inherited = parent.config if parent else {}
+        env = _inherited_env(inherited) | recipe.env
+        workdir = (
+            recipe.workdir
+            if "workdir" in recipe.model_fields_set
+            else str(inherited.get("WorkingDir") or recipe.workdir)
+        )
+        if recipe.run:
+            run_layers, run_files = self._run_steps(
+                name, recipe, layers, env, workdir, fresh, on_output
+            )
+            layers += run_layers
+            file_layers += run_files
+        files = stack(file_layers)
         files_digest, _ = self.blobs.put(
             canonical_json({"v": FILES_VERSION, "files": [f.to_json() for f in files]})
         )
         config = oci.image_config(
             architecture=self.architecture,
-            env=recipe.env,
-            cmd=recipe.cmd,
-            workdir=recipe.workdir,
+            env=env,
+            cmd=recipe.cmd or list(inherited.get("Cmd") or []),
+            workdir=workdir,
             diff_ids=[layer["digest"] for layer in layers],  # uncompressed: diff_id = digest
+            entrypoint=recipe.entrypoint or list(inherited.get("Entrypoint") or []),
+            user=recipe.user or inherited.get("User"),
+            expose=[*_inherited_ports(inherited), *recipe.expose],
+            labels=dict(inherited.get("Labels") or {}) | recipe.labels,
+            created=_iso(recipe.epoch),
         )
         config_digest, config_size = self.blobs.put(canonical_json(config))
+        extra = {}
+        if parent is not None:
+            extra[oci.BASE] = parent.label
+            if parent.has_os:
+                extra[oci.HAS_OS] = "true"
         manifest = oci.image_manifest(
-            oci.descriptor(oci.CONFIG, config_digest, config_size), layers, files_digest
+            oci.descriptor(oci.CONFIG, config_digest, config_size), layers, files_digest, extra
         )
         digest, manifest_size = self.blobs.put(canonical_json(manifest))
-        created_from = _created_from(recipe, inputs, layers)
+        for key, cached in fresh.items():  # only now: a failed bake leaves the cache as it was
+            self._cache.put(key, cached)
+        created_from = _created_from(recipe, inputs, layers[len(base) : len(base) + len(inputs)])
+        if parent is not None:
+            created_from["base"] = parent.label
         entry = oci.descriptor(oci.MANIFEST, digest, manifest_size)
         notes = canonical_json(created_from).decode()
-        self._update_index(lambda index: oci.tag(index, name, entry, notes))
+        now = str(int(time.time()))
+        self._update_index(lambda index: oci.tag(index, name, entry, notes, now))
         return ImageRef(
             name=name,
             digest=digest,
@@ -102,16 +146,96 @@ class ImageStore:
             created_from=created_from,
         )
 
-    def _layer(self, layer: LayerInput) -> dict[str, Any]:
+    def _layer(self, layer: LayerInput, fresh: dict[str, CachedLayer]) -> dict[str, Any]:
         """The layer blob for these inputs: from the cache, or written now."""
         key = layer.key
-        cached = self._cache.get(key)
+        cached = fresh.get(key) or self._cache.get(key)
         if cached is None:
-            with self.blobs.writing() as writer:
-                write_layer(layer, writer)
-            cached = CachedLayer(digest=writer.digest, size=writer.size)
-            self._cache.put(key, cached)
+            cached = self.write_layer(layer)
+            fresh[key] = cached
         return oci.descriptor(oci.LAYER, cached.digest, cached.size)
+
+    def write_layer(self, layer: LayerInput, *, with_entries: bool = False) -> CachedLayer:
+        """Write the layer's tar as a blob (and, if asked, the blob listing its files)."""
+        with self.blobs.writing() as writer:
+            write_layer(layer, writer)
+        entries = None
+        if with_entries:
+            listing = canonical_json([e.to_json() for e in layer.entries])
+            entries, _ = self.blobs.put(listing)
+        return CachedLayer(digest=writer.digest, size=writer.size, entries=entries)
+
+    def layer_entries(self, cached: CachedLayer) -> builtins.list[FileEntry]:
+        """The files of a cached `run` or base layer."""
+        if cached.entries is None:
+            raise StateError(f"layer {cached.digest} has no recorded file listing")
+        return [FileEntry.from_json(item) for item in json.loads(self.blobs.read(cached.entries))]
+
+    def cached(self, key: str) -> CachedLayer | None:
+        return self._cache.get(key)
+
+    def remember(self, key: str, layer: CachedLayer) -> None:
+        self._cache.put(key, layer)
+
+    def _run_steps(
+        self,
+        name: str,
+        recipe: ImageSpec,
+        below: builtins.list[dict[str, Any]],
+        env: dict[str, str],
+        workdir: str,
+        fresh: dict[str, CachedLayer],
+        on_output: Callable[[str], None] | None,
+    ) -> tuple[builtins.list[dict[str, Any]], builtins.list[builtins.list[FileEntry]]]:
+        """Each `run` step's layer: cached by (layers below, step, env, workdir, epoch)."""
+        layers = list(below)
+        files: builtins.list[builtins.list[FileEntry]] = []
+        workspace: Path | None = None
+        try:
+            for index, step in enumerate(recipe.run):
+                key = digest_bytes(
+                    canonical_json(
+                        {
+                            "v": RUN_FORMAT,
+                            "below": [layer["digest"] for layer in layers],
+                            "run": step,
+                            "env": env,
+                            "workdir": workdir,
+                            "epoch": recipe.epoch,
+                            "architecture": self.architecture,
+                        }
+                    )
+                )
+                cached = fresh.get(key) or self._cache.get(key)
+                if cached is None:
+                    if workspace is None:
+                        workspace = self._workspace(layers)
+                    result = run_step(
+                        workspace,
+                        step,
+                        env=env,
+                        workdir=workdir,
+                        epoch=recipe.epoch,
+                        where=f"images.{name}.run[{index}]",
+                    )
+                    if on_output is not None and result.output:
+                        on_output(result.output)
+                    cached = self.write_layer(result.layer, with_entries=True)
+                    fresh[key] = cached
+                elif workspace is not None:  # keep the workspace in step with the layers
+                    apply_layer(self.blobs, cached.digest, workspace)
+                layers.append(oci.descriptor(oci.LAYER, cached.digest, cached.size))
+                files.append(self.layer_entries(cached))
+        finally:
+            if workspace is not None:
+                shutil.rmtree(workspace.parent, ignore_errors=True)
+        return layers[len(below) :], files
+
+    def _workspace(self, layers: builtins.list[dict[str, Any]]) -> Path:
+        """A private, writable unpack of `layers` for `run` steps."""
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        holder = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix="run-"))
+        return materialise(self.blobs, [str(layer["digest"]) for layer in layers], holder / "root")
 
     # -- looking up -----------------------------------------------------------------------
 
@@ -145,11 +269,14 @@ class ImageStore:
             config = json.loads(self.blobs.read(config_digest))
             run = config.get("config", {})
             env = dict(item.split("=", 1) for item in run.get("Env", []))
-            cmd = [str(arg) for arg in run.get("Cmd") or []]
+            # What runs: the entrypoint followed by cmd (a service's `command` replaces both).
+            cmd = [str(arg) for arg in [*(run.get("Entrypoint") or []), *(run.get("Cmd") or [])]]
             workdir = str(run.get("WorkingDir") or "/")
+            user = run.get("User")
         except (ValueError, AttributeError, TypeError) as exc:
             raise StateError(f"image config {config_digest} of {digest} is malformed") from exc
         layers = [str(layer["digest"]) for layer in manifest["layers"]]
+        notes = manifest.get("annotations") or {}
         return ImageInfo(
             digest=digest,
             config_digest=config_digest,
@@ -158,7 +285,57 @@ class ImageStore:
             workdir=workdir,
             layers=layers,
             size=sum(int(layer["size"]) for layer in manifest["layers"]),
+            has_os=notes.get(oci.HAS_OS) == "true",
+            user=str(user) if user else None,
         )
+
+    def as_parent(self, ref: str, label: str) -> Parent:
+        """An image of this store as the base of another recipe (`from: image:<name>`)."""
+        digest = self.resolve(ref)
+        manifest = self._manifest(digest)
+        config = json.loads(self.blobs.read(str(manifest["config"]["digest"])))
+        return Parent(
+            label=f"{label}@{digest}",
+            layers=[dict(layer) for layer in manifest["layers"]],
+            files=self.file_manifest(digest),
+            has_os=(manifest.get("annotations") or {}).get(oci.HAS_OS) == "true",
+            config=dict(config.get("config") or {}),
+        )
+
+    def base_of(self, digest: str) -> str | None:
+        """The base an image was layered on, as recorded in it (ancestry)."""
+        notes = self._manifest(digest).get("annotations") or {}
+        base = notes.get(oci.BASE)
+        return str(base) if base else None
+
+    def index(self) -> dict[str, Any]:
+        """index.json as it is now (names, superseded digests, channels, revocations)."""
+        return self._index()
+
+    def update_index(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Read-modify-write index.json under the store's lock."""
+        self._init_layout()
+        self._update_index(change)
+
+    def tag(self, name: str, digest: str) -> None:
+        """Point `name` at an image already in the store (an import)."""
+        _check_name(name)
+        self._manifest(digest)
+        entry = oci.descriptor(oci.MANIFEST, digest, self.blobs.path(digest).stat().st_size)
+        notes = canonical_json({"imported": True}).decode()
+        now = str(int(time.time()))
+        self.update_index(lambda index: oci.tag(index, name, entry, notes, now))
+
+    def write_index(self, index: dict[str, Any]) -> None:
+        """Replace index.json; only while holding `locked()`."""
+        self._write_atomic(self.root / "index.json", canonical_json(index))
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the index lock (garbage collection holds it so no tag moves meanwhile)."""
+        self._init_layout()
+        with self._locked():
+            yield
 
     def get(self, ref: str) -> ImageInfo:
         """`info` of a name's current image or of any digest still in the store."""
@@ -304,3 +481,15 @@ def _check_name(name: str) -> None:
             f"{name!r} cannot name an image",
             hint="use letters, digits and '.', '_', '-' (the spec's image names always work)",
         )
+
+
+def _inherited_env(config: dict[str, Any]) -> dict[str, str]:
+    return dict(str(item).split("=", 1) for item in config.get("Env") or [] if "=" in item)
+
+
+def _inherited_ports(config: dict[str, Any]) -> builtins.list[int]:
+    return [int(str(port).split("/")[0]) for port in config.get("ExposedPorts") or {}]
+
+
+def _iso(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

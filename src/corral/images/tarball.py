@@ -3,8 +3,9 @@
 The headers are written here rather than by `tarfile`, whose output has changed between Python
 versions: the digest must not depend on which Python baked the image (law 2). The format is
 POSIX pax (ustar headers, plus a pax extended header only for a path or link target that is
-longer than 100 bytes or not ASCII, or a file of 8 GiB or more). Every header has mtime EPOCH,
-uid/gid 0, empty uname/gname, the normalised mode, and no atime/ctime/device data. Directories
+longer than 100 bytes or not ASCII, or a file of 8 GiB or more). Every header has the recipe's
+epoch as mtime (EPOCH by default), the recipe's uid/gid (0 by default), empty uname/gname, the
+normalised mode, and no atime/ctime/device data. Directories
 are written with a trailing "/". The archive ends with two zero blocks and is not compressed.
 """
 
@@ -31,13 +32,13 @@ class Sink(Protocol):
 def write_layer(layer: LayerInput, out: Sink) -> None:
     """Write the layer's tar to `out`. Raises BakeError if a file changed since it was hashed."""
     for entry in layer.entries:
-        out.write(entry_header(entry))
-        if entry.type == "file":
+        out.write(entry_header(entry, layer.epoch))
+        if entry.type == "file" and entry.path in layer.sources:  # not a whiteout
             _copy_content(entry, layer.sources[entry.path], out)
     out.write(b"\0" * (2 * BLOCK))
 
 
-def entry_header(entry: FileEntry) -> bytes:
+def entry_header(entry: FileEntry, epoch: int = EPOCH) -> bytes:
     name = entry.path + "/" if entry.type == "dir" else entry.path
     link = entry.target or ""
     size = entry.size if entry.type == "file" else 0
@@ -51,13 +52,16 @@ def entry_header(entry: FileEntry) -> bytes:
     head = b""
     if pax:
         records = b"".join(_pax_record(k, v) for k, v in sorted(pax.items()))
-        head = _ustar("././@PaxHeader", b"x", 0o644, len(records), "") + _padded(records)
+        head = _ustar("././@PaxHeader", b"x", 0o644, len(records), "", epoch)
+        head += _padded(records)
     return head + _ustar(
         name if "path" not in pax else _ascii_stub(name),
         _TYPEFLAG[entry.type],
         entry.mode,
         0 if "size" in pax else size,
         link if "linkpath" not in pax else _ascii_stub(link),
+        epoch,
+        (entry.uid, entry.gid),
     )
 
 
@@ -118,15 +122,23 @@ def _field(text: str, width: int) -> bytes:
     return raw + b"\0" * (width - len(raw))
 
 
-def _ustar(name: str, typeflag: bytes, mode: int, size: int, linkname: str) -> bytes:
+def _ustar(
+    name: str,
+    typeflag: bytes,
+    mode: int,
+    size: int,
+    linkname: str,
+    epoch: int,
+    owner: tuple[int, int] = (0, 0),
+) -> bytes:
     header = b"".join(
         (
             _field(name, 100),
             _octal(mode, 8),
-            _octal(0, 8),  # uid
-            _octal(0, 8),  # gid
+            _octal(owner[0], 8),  # uid
+            _octal(owner[1], 8),  # gid
             _octal(size, 12),
-            _octal(EPOCH, 12),
+            _octal(epoch, 12),
             b" " * 8,  # checksum, computed below over the header with these spaces
             typeflag,
             _field(linkname, 100),

@@ -23,6 +23,7 @@ from typing import IO, cast
 
 from corral.errors import StateError
 from corral.images.blobs import BlobStore, VerifiedReader
+from corral.images.model import WHITEOUT
 
 _CHUNK = 1 << 20
 PARTIAL = ".partial"
@@ -57,6 +58,11 @@ def materialise(blobs: BlobStore, layers: list[str], final: Path) -> Path:
     return final
 
 
+def apply_layer(blobs: BlobStore, digest: str, root: Path) -> None:
+    """Unpack one more layer over an existing (private, writable) root."""
+    _unpack_layer(blobs, digest, root)
+
+
 def _unpack_layer(blobs: BlobStore, digest: str, root: Path) -> None:
     with VerifiedReader(blobs, digest) as reader:
         try:
@@ -79,7 +85,11 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path) -> None:
         raise _BadEntry(f"unsafe path {member.name!r}")
     parent = _ensure_dirs(root, posixpath.dirname(name))
     target = parent / posixpath.basename(name)
-    mode = member.mode & 0o777
+    mode = member.mode & 0o777  # never setuid/setgid on the host
+    base = posixpath.basename(name)
+    if base.startswith(WHITEOUT) and member.isreg():
+        _remove(parent / base.removeprefix(WHITEOUT))  # the layer deletes what lies below
+        return
     if member.isdir():
         if not _is_real_dir(target):
             _remove(target)

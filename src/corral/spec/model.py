@@ -126,7 +126,7 @@ class ImageSpec(_Strict):
         description="shell steps run with /bin/sh inside the image's own root (no network)",
     )
     env: dict[EnvName, str] = Field(default_factory=dict)
-    workdir: str | None = Field(default=None, description="default: the base's, else /")
+    workdir: str = Field(default="/", description="when left out: the `image:` base's, else /")
     user: str | None = Field(default=None, description="user instances run as (uid[:gid])")
     cmd: list[str] = Field(default_factory=list, description="default command of instances")
     entrypoint: list[str] = Field(default_factory=list, description="runs before cmd")
@@ -351,6 +351,10 @@ class Spec(_Strict):
     project: Name | None = Field(
         default=None, description="project name; defaults to the spec directory's name"
     )
-    driver: Literal["local"] = "local"
+    driver: Literal["local", "docker"] = Field(
+        default="local",
+        description="where instances run: `local` (bubblewrap on this host) or `docker` "
+        "(containers on the Docker engine of DOCKER_HOST; needs `pip install 'corral[docker]'`)",
+    )
     images: dict[Name, ImageSpec] = Field(default_factory=dict)
     services: dict[Name, ServiceSpec] = Field(default_factory=dict)

@@ -1,7 +1,8 @@
 """Choose and open the state store an environment uses.
 
 The URL comes from the spec's `state:` (passed in), else `$CORRAL_STATE_URL`, else SQLite at
-`<home>/state.db`.
+`<home>/state.db`. SQLite keeps one machine's state; PostgreSQL (`postgresql://…`) is shared
+by a team, with its lock lease and agent record seen from every machine.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from pathlib import Path
 
 from corral.errors import UsageError
 from corral.state.protocol import StateStore
-from corral.state.sql import SqlStateStore
+from corral.state.sql import STATE_URL_VAR, SqlStateStore
 
-STATE_URL_VAR = "CORRAL_STATE_URL"
+__all__ = ["STATE_URL_VAR", "open_state", "state_url"]
+
+_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
 def state_url(url: str | None, home: Path) -> str:
@@ -24,15 +27,10 @@ def state_url(url: str | None, home: Path) -> str:
 def open_state(url: str | None, env: str, home: Path) -> StateStore:
     chosen = state_url(url, home)
     scheme = chosen.partition(":")[0].partition("+")[0].lower()
-    if scheme == "sqlite":
-        return SqlStateStore(chosen, env)
-    if scheme in ("postgresql", "postgres"):
-        # SqlStateStore is written for PostgreSQL too; it waits for psycopg and a test server.
+    if scheme not in _SCHEMES:
+        shown = chosen.partition("://")[0] + "://…" if "://" in chosen else repr(chosen)
         raise UsageError(
-            "PostgreSQL state arrives with a later release",
-            hint=f"Use SQLite for now: sqlite:///path/to/state.db, or unset {STATE_URL_VAR}.",
+            f"unsupported state URL {shown}",
+            hint="Use sqlite:///path/to/state.db or postgresql://user:password@host:port/db.",
         )
-    raise UsageError(
-        f"unsupported state URL {chosen!r}",
-        hint="Use sqlite:///path/to/state.db (PostgreSQL arrives with a later release).",
-    )
+    return SqlStateStore(chosen, env)

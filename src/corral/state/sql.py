@@ -1,14 +1,17 @@
-"""The SQL `StateStore`: SQLite today, PostgreSQL later, with SQLAlchemy 2 Core.
+"""The SQL `StateStore`: SQLite (one machine) and PostgreSQL (a team), with SQLAlchemy 2 Core.
 
 Portable SQL only; the dialect differences sit in `_Dialect` below:
 - SQLite: WAL, a busy timeout, foreign keys on, and `BEGIN IMMEDIATE` for every write, so two
   processes never interleave a read-modify-write (release numbers, instance ids, the lock).
-- PostgreSQL (psycopg 3, not wired yet): writes take a transaction-scoped advisory lock per
-  environment, which serialises the same read-modify-writes.
+- PostgreSQL (psycopg 3): every write transaction first takes a transaction-scoped advisory
+  lock per environment, which serialises the same read-modify-writes across processes and
+  machines; READ COMMITTED then shows it everything the previous holder committed.
 
-The schema is created on open (`metadata.create_all`) and stamped in `schema_version` (1).
-Migrations will move to Alembic when the schema first changes; until then a database with a
-newer version is refused rather than misread.
+Opening a store migrates its schema to the newest revision with Alembic
+(`corral.state.migrations`), inside a write transaction serialised on a schema key, so that
+several processes opening an old database at once migrate it once. A database stamped with a
+revision this corral does not know was made by a newer corral and is refused, not misread.
+`metadata` below is the schema the newest revision makes (a test compares the two).
 
 JSON columns are text in canonical JSON; timestamps are float seconds (`time.time()`).
 """
@@ -16,10 +19,10 @@ JSON columns are text in canonical JSON; timestamps are float seconds (`time.tim
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields, replace
@@ -49,10 +52,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from corral.errors import StateError, UsageError
+from corral.state import migrations
 from corral.state.memory import (
     Clock,
     EventDraft,
@@ -85,11 +89,13 @@ from corral.state.records import (
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 10.0
+STATE_URL_VAR = "CORRAL_STATE_URL"
+CONNECT_TIMEOUT_S = 10  # PostgreSQL: an unreachable server fails in seconds, not minutes
 
 metadata = MetaData()
 
+# Stamped 2 by revision 0002: corrals from before Alembic refuse a database above 1.
 schema_version = Table("schema_version", metadata, Column("version", Integer, primary_key=True))
 
 releases = Table(
@@ -228,12 +234,18 @@ class _Dialect:
     """Everything that differs between databases: connecting, and serialising writes."""
 
     def __init__(self, url: URL) -> None:
-        self.name = url.get_backend_name()
+        backend = url.get_backend_name()
+        self.name = "postgresql" if backend == "postgres" else backend
 
     def prepare(self, url: URL) -> tuple[URL, dict[str, Any]]:
         """The URL to connect to and the engine options."""
+        if self.name == "postgresql":
+            return self._prepare_postgresql(url)
         if self.name != "sqlite":
-            return url, {"pool_pre_ping": True}
+            raise UsageError(
+                f"unsupported state URL {url.render_as_string()!r}",
+                hint="Use sqlite:///path/to/state.db or postgresql://user@host:port/database.",
+            )
         database = url.database or ""
         if database in ("", ":memory:") or database.startswith("file:"):
             raise UsageError(
@@ -246,6 +258,18 @@ class _Dialect:
         # records. SQLite gives its -wal and -shm files the same mode as the database.
         os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         return url.set(database=str(path)), {"connect_args": {"timeout": BUSY_TIMEOUT_S}}
+
+    def _prepare_postgresql(self, url: URL) -> tuple[URL, dict[str, Any]]:
+        if url.drivername not in ("postgresql", "postgres", "postgresql+psycopg"):
+            raise UsageError(
+                f"the PostgreSQL state store connects with psycopg 3, not {url.drivername!r}",
+                hint="Use postgresql://user:password@host:port/database.",
+            )
+        connect_args: dict[str, Any] = {"application_name": "corral"}
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+        options = {"pool_pre_ping": True, "connect_args": connect_args}
+        return url.set(drivername="postgresql+psycopg"), options
 
     def configure(self, engine: Engine) -> None:
         if self.name != "sqlite":
@@ -274,7 +298,8 @@ class _Dialect:
     def serialise(self, conn: Connection, key: str) -> None:
         """Make this write transaction the only one on `key` until it ends."""
         if self.name == "postgresql":
-            lock_id = zlib.crc32(key.encode())
+            # a 64-bit key, so two environments practically never wait on each other
+            lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
         # SQLite: BEGIN IMMEDIATE already serialises every write to the database.
 
@@ -311,9 +336,11 @@ class SqlStateStore:
         self._clock = clock
         try:
             parsed = make_url(url)
-        except ArgumentError as exc:
+        except (ArgumentError, ValueError) as exc:
+            # not echoed: a URL that does not parse cannot have its password hidden
             raise UsageError(
-                f"invalid state URL {url!r}: {exc}", hint="Use sqlite:///path/to/state.db."
+                f"invalid state URL ({exc})",
+                hint="Use sqlite:///path/to/state.db or postgresql://user:password@host:port/db.",
             ) from exc
         self._where = parsed.render_as_string(hide_password=True)
         self._dialect = _Dialect(parsed)
@@ -322,7 +349,12 @@ class SqlStateStore:
             self._engine = create_engine(parsed, **options)
             self._dialect.configure(self._engine)
             self._writer = self._engine.execution_options(corral_write=True)
-            self._create_schema()
+        try:
+            with self._translated():
+                self._migrate()
+        except BaseException:
+            self._engine.dispose()  # a store that failed to open keeps no connection
+            raise
 
     # plumbing
 
@@ -331,8 +363,18 @@ class SqlStateStore:
         try:
             yield
         except SQLAlchemyError as exc:
-            reason = getattr(exc, "orig", None) or exc
-            if "locked" in str(reason) or "busy" in str(reason):
+            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+            if self._dialect.name == "postgresql" and isinstance(exc, OperationalError):
+                raise StateError(
+                    f"cannot use the state database {self._where}: {reason}",
+                    hint=(
+                        "Check that the PostgreSQL server named in the URL is running and "
+                        "accepts connections from this host, and that the user, password and "
+                        f"database are right (the URL comes from ${STATE_URL_VAR}). Nothing was "
+                        "written; run again once it answers."
+                    ),
+                ) from exc
+            if "locked" in reason or "busy" in reason:
                 hint = (
                     f"Another process kept it busy for over {BUSY_TIMEOUT_S:g} s; run again "
                     "once it is done."
@@ -355,18 +397,22 @@ class SqlStateStore:
             self._dialect.serialise(conn, key or f"corral:env:{self.env}")
             yield conn
 
-    def _create_schema(self) -> None:
+    def _migrate(self) -> None:
+        """Bring the schema to `migrations.HEAD`; cheap when it is there already."""
+        with self._reading() as conn:
+            if migrations.current_revision(conn) == migrations.HEAD:
+                return
         with self._writing(_SCHEMA_KEY) as conn:
-            metadata.create_all(conn)
-            version = conn.scalar(select(func.max(schema_version.c.version)))
-            if version is None:
-                conn.execute(insert(schema_version).values(version=SCHEMA_VERSION))
-            elif version > SCHEMA_VERSION:
+            current = migrations.current_revision(conn)  # again: another process may have won
+            if current == migrations.HEAD:
+                return
+            if current is not None and current not in migrations.known_revisions():
                 raise StateError(
-                    f"state database {self._where} has schema version {version}; this corral "
-                    f"knows version {SCHEMA_VERSION}",
+                    f"state database {self._where} has schema revision {current}, made by a "
+                    f"newer corral (this one knows up to {migrations.HEAD})",
                     hint="Upgrade corral to use this database.",
                 )
+            migrations.upgrade(conn)
 
     def _next(self, conn: Connection, name: str) -> int:
         """The next value of a never-decreasing counter (inside a write transaction)."""

@@ -1,0 +1,467 @@
+"""The `docker` driver: each instance is a container on a Docker engine.
+
+Ownership is what corral recorded, never what a container claims: per instance, a record is
+written before the container is created and again with its id right after (law 7), and only
+containers named by a record are observed, stopped or removed. Labels (`io.corral.*`) make
+corral's containers recognisable to people and tools, but a container that merely carries them
+is a stranger and is never touched.
+
+    instances/<environment>/<project>/<instance_id>/container.json
+        labels, port, image, and once created the container id; after a stop, the exit code
+        (the container itself is removed by stop, its record stays until forget)
+    logs/<environment>/<project>/<service>/<instance_id>.log
+        the container's stdout+stderr, copied from the engine on every observe and before the
+        container is removed, so `corral logs` works after it is gone; kept by forget
+
+Containers run as law 1 and the no-login policy ask: read-only root filesystem, private tmpfs
+/tmp and /scratch, `no-new-privileges`, every capability dropped, and an init as PID 1 (an app
+that ignores SIGTERM as PID 1, like busybox httpd, would cost the full grace on every stop).
+The app's port is published on 127.0.0.1 only, on a port the engine picks.
+
+The SDK is synchronous: every engine call runs in a worker thread, so the agent's event loop
+(and the router on it) never waits on the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from corral.drivers.docker_engine import connect, engine_call, is_not_found, sdk
+from corral.drivers.docker_images import ensure_image
+from corral.drivers.instance_files import create_instance_dir, write_json
+from corral.drivers.protocol import LaunchSpec, ObservedInstance, ObservedState
+from corral.errors import DriverError
+from corral.images.store import ImageStore
+from corral.paths import Home
+
+LABEL = "io.corral."
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RECORD = "container.json"
+_POLL = 0.05  # seconds between looks at a container we wait for
+_TMPFS = "rw,nosuid,nodev,size=64m"
+
+
+class DockerDriver:
+    """Instances as containers; they outlive the agent and are adopted through the records."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        home: Path,
+        project: str,
+        environment: str,
+        images: ImageStore,
+        *,
+        client: Any = None,
+        startup_check: float = 0.2,
+    ) -> None:
+        sdk()  # a missing SDK is a usage problem (exit 2), found before anything starts
+        self._home = Home(Path(home))
+        self.project = project
+        self.environment = environment
+        self._images = images
+        self._client = client  # connected on first use: building a driver needs no engine
+        self._startup_check = startup_check  # an exit within this window is a failed start
+
+    # -- the Driver interface -----------------------------------------------------------------
+
+    async def start(self, spec: LaunchSpec) -> ObservedInstance:
+        self._check_spec(spec)
+        return await asyncio.to_thread(self._start, spec)
+
+    async def stop(self, instance_id: str, *, grace: float) -> None:
+        await asyncio.to_thread(self._stop, instance_id, grace)
+
+    async def observe(self) -> list[ObservedInstance]:
+        seen = await asyncio.to_thread(self._observe)
+        return sorted(seen, key=lambda o: (o.service, o.serial, o.instance_id))
+
+    async def forget(self, instance_id: str) -> None:
+        await asyncio.to_thread(self._forget, instance_id)
+
+    def log_path(self, instance_id: str) -> Path | None:
+        record = self._load(instance_id)
+        if record is not None:
+            return self._log_file(str(record["service"]), instance_id)
+        if not _ID_PATTERN.match(instance_id):
+            return None
+        found = sorted(self._logs_root().glob(f"*/{instance_id}.log"))  # forgotten ones
+        return found[0] if found else None
+
+    def close(self) -> None:
+        """Close the connections to the engine (instances keep running)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- starting -----------------------------------------------------------------------------
+
+    def _check_spec(self, spec: LaunchSpec) -> None:
+        if (spec.project, spec.environment) != (self.project, self.environment):
+            raise DriverError(
+                f"{spec.instance_id} belongs to {spec.project}/{spec.environment}, but this "
+                f"driver runs {self.project}/{self.environment}",
+                hint="Start it through the driver of its own project and environment.",
+            )
+        if not _ID_PATTERN.match(spec.instance_id):
+            raise DriverError(
+                f"{spec.instance_id!r} is not a usable instance id",
+                hint="Use letters, digits, '.', '_' and '-' (at most 128), like `web-7`.",
+            )
+
+    def _start(self, spec: LaunchSpec) -> ObservedInstance:
+        inst_dir = self._instance_dir(spec.instance_id)
+        if os.path.lexists(inst_dir):
+            raise DriverError(
+                f"instance id {spec.instance_id!r} was already used in "
+                f"{self.project}/{self.environment} ({inst_dir}): instance ids are never reused",
+                hint="Start the instance under a new id.",
+            )
+        api = self._api()
+        image_id = ensure_image(api, self._images, spec.image_digest, self.project)
+        record = _record(spec, image_id, container_name(spec))
+        create_instance_dir(inst_dir, _RECORD, record)
+        try:
+            return self._create_and_run(api, spec, record)
+        except BaseException:
+            if record["container_id"]:  # never by name here: a clash may name a stranger
+                self._remove_container(record)
+            shutil.rmtree(inst_dir, ignore_errors=True)  # a failed start leaves nothing behind
+            raise
+
+    def _create_and_run(
+        self, api: Any, spec: LaunchSpec, record: dict[str, Any]
+    ) -> ObservedInstance:
+        port = spec.port
+        with engine_call(f"create container {record['name']}"):
+            host_config = api.create_host_config(
+                port_bindings={port: ("127.0.0.1", None)},
+                read_only=True,
+                tmpfs={"/tmp": _TMPFS, "/scratch": _TMPFS},
+                security_opt=["no-new-privileges"],
+                cap_drop=["ALL"],
+                init=True,
+                restart_policy={"Name": "no"},
+            )
+            created = api.create_container(
+                image=record["image_id"],
+                command=spec.command,
+                name=record["name"],
+                labels=labels(spec),
+                environment=_instance_env(spec),
+                ports=[port],
+                host_config=host_config,
+                detach=True,
+            )
+        record["container_id"] = str(created["Id"])
+        write_json(self._instance_dir(spec.instance_id) / _RECORD, record)
+        with engine_call(f"start container {record['name']}"):
+            api.start(record["container_id"])
+        state = self._running_after(api, record)
+        if not state.get("Running"):
+            self._sync_logs(record)
+            code = state.get("ExitCode")
+            log = self._log_file(spec.service, spec.instance_id)
+            raise DriverError(
+                f"{spec.instance_id}: container {record['name']} exited at once with code {code}",
+                hint=f"Last lines of its log ({log}):\n{_tail(log)}",
+            )
+        address = _address(_inspect_ports(api, record["container_id"]), port)
+        if address is None:
+            raise DriverError(f"{spec.instance_id}: the engine published no port for {port}")
+        return ObservedInstance(
+            instance_id=spec.instance_id,
+            service=spec.service,
+            serial=spec.serial,
+            release=spec.release,
+            state=ObservedState.RUNNING,
+            address=address,
+            driver_ref=record["container_id"],
+            image_digest=spec.image_digest,
+            started_at=float(record["created_at"]),
+        )
+
+    def _running_after(self, api: Any, record: dict[str, Any]) -> dict[str, Any]:
+        """The container's state once it has run `startup_check` seconds, or has ended."""
+        deadline = time.monotonic() + self._startup_check
+        while True:
+            with engine_call(f"inspect container {record['name']}"):
+                state: dict[str, Any] = api.inspect_container(record["container_id"])["State"]
+            if not state.get("Running") or time.monotonic() >= deadline:
+                return state
+            time.sleep(_POLL)
+
+    # -- stopping and forgetting --------------------------------------------------------------
+
+    def _stop(self, instance_id: str, grace: float) -> None:
+        record = self._load(instance_id)
+        if record is None or record.get("removed"):
+            return
+        cid = record.get("container_id")
+        api = self._api()
+        if cid:
+            try:
+                with engine_call(f"stop container {record['name']}"):
+                    # The engine counts whole seconds; never cut a grace short.
+                    api.stop(cid, timeout=max(0, math.ceil(grace)))
+            except Exception as exc:
+                if not is_not_found(exc):
+                    raise
+        record["exit_code"] = self._exit_code(record)
+        self._remove_container(record)
+        record["removed"] = True
+        write_json(self._instance_dir(instance_id) / _RECORD, record)
+
+    def _forget(self, instance_id: str) -> None:
+        record = self._load(instance_id)
+        if record is None:
+            return
+        if not record.get("removed"):
+            state = self._container_state(record)
+            if state is not None and state.get("Running"):
+                raise DriverError(
+                    f"{instance_id} is still running; it cannot be forgotten",
+                    hint="Stop it first.",
+                )
+            self._remove_container(record)
+        shutil.rmtree(self._instance_dir(instance_id))
+
+    def _remove_container(self, record: dict[str, Any]) -> None:
+        """Copy its logs, then remove the container this record names (by id; by name only
+        when the id was never recorded, and then only if its labels name this instance)."""
+        cid = record.get("container_id") or self._created_unrecorded(record)
+        if not cid:
+            return
+        self._sync_logs({**record, "container_id": cid})
+        try:
+            with engine_call(f"remove container {record['name']}"):
+                self._api().remove_container(cid, force=True)
+        except Exception as exc:
+            if not is_not_found(exc):
+                raise
+
+    def _created_unrecorded(self, record: dict[str, Any]) -> str | None:
+        """A container created from this record by a driver that died before writing its id:
+        the record says this name was being created for this instance."""
+        try:
+            with engine_call(f"inspect container {record['name']}"):
+                found = self._api().inspect_container(record["name"])
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        mine = found["Config"].get("Labels", {}).get(LABEL + "instance") == record["instance_id"]
+        return str(found["Id"]) if mine and found.get("Image") == record["image_id"] else None
+
+    # -- observing ----------------------------------------------------------------------------
+
+    def _observe(self) -> list[ObservedInstance]:
+        records = list(self._records())
+        if not records:
+            return []
+        filters = {
+            "label": [f"{LABEL}project={self.project}", f"{LABEL}environment={self.environment}"]
+        }
+        with engine_call("list containers"):
+            listed = {c["Id"]: c for c in self._api().containers(all=True, filters=filters)}
+        return [
+            self._observed(record, listed.get(record.get("container_id") or ""))
+            for record in records
+        ]
+
+    def _observed(
+        self, record: dict[str, Any], container: dict[str, Any] | None
+    ) -> ObservedInstance:
+        running = container is not None and container.get("State") in ("running", "paused")
+        address = None
+        exit_code = record.get("exit_code")
+        if container is not None:
+            self._sync_logs(record)
+            if running:
+                address = _address(container.get("Ports") or [], int(record["port"]))
+            elif container.get("State") == "exited":
+                exit_code = self._exit_code(record)
+        return ObservedInstance(
+            instance_id=str(record["instance_id"]),
+            service=str(record["service"]),
+            serial=int(record["serial"]),
+            release=int(record["release"]),
+            state=ObservedState.RUNNING if running else ObservedState.EXITED,
+            address=address,
+            driver_ref=str(record.get("container_id") or ""),
+            image_digest=str(record["image_digest"]),
+            exit_code=None if running else exit_code,
+            started_at=float(record["created_at"]),
+        )
+
+    def _container_state(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        cid = record.get("container_id")
+        if not cid:
+            return None
+        try:
+            with engine_call(f"inspect container {record['name']}"):
+                state: dict[str, Any] = self._api().inspect_container(cid)["State"]
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        return state
+
+    def _exit_code(self, record: dict[str, Any]) -> int | None:
+        state = self._container_state(record)
+        if state is None or state.get("Running") or state.get("Status") == "created":
+            return record.get("exit_code")
+        return int(state.get("ExitCode", 0))
+
+    def _sync_logs(self, record: dict[str, Any]) -> None:
+        """Copy the container's whole log to the instance's log file. The engine's log only
+        grows, so a file of the same size is already up to date."""
+        path = self._log_file(str(record["service"]), str(record["instance_id"]))
+        try:
+            with engine_call(f"read the logs of {record['name']}"):
+                data: bytes = self._api().logs(record["container_id"], stdout=True, stderr=True)
+        except Exception as exc:
+            if is_not_found(exc):
+                return
+            raise
+        try:
+            if path.stat().st_size == len(data):
+                return
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    # -- the bookkeeping on disk --------------------------------------------------------------
+
+    def _api(self) -> Any:
+        if self._client is None:
+            self._client = connect()
+        return self._client.api
+
+    def _instances_root(self) -> Path:
+        return self._home.instances(self.environment) / self.project
+
+    def _instance_dir(self, instance_id: str) -> Path:
+        return self._instances_root() / instance_id
+
+    def _logs_root(self) -> Path:
+        return self._home.logs(self.environment) / self.project
+
+    def _log_file(self, service: str, instance_id: str) -> Path:
+        return self._logs_root() / service / f"{instance_id}.log"
+
+    def _records(self) -> list[dict[str, Any]]:
+        root = self._instances_root()
+        if not root.is_dir():
+            return []
+        found = (self._load(entry.name) for entry in sorted(root.iterdir()))
+        return [record for record in found if record is not None]
+
+    def _load(self, instance_id: str) -> dict[str, Any] | None:
+        """The record of this project's instance `instance_id`, or None (not ours)."""
+        if not _ID_PATTERN.match(instance_id):
+            return None
+        path = self._instance_dir(instance_id) / _RECORD
+        try:
+            record: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise DriverError(
+                f"{path} cannot be read: {exc}",
+                hint="Remove the container it names by hand if it runs, then that directory.",
+            ) from exc
+        return record if record.get("project") == self.project else None
+
+
+def container_name(spec: LaunchSpec) -> str:
+    """Unique per instance id, so a replacement never clashes with what it replaces."""
+    return f"corral-{spec.project}-{spec.environment}-{spec.service}-{spec.instance_id}"
+
+
+def labels(spec: LaunchSpec) -> dict[str, str]:
+    """What makes a container recognisable as corral's (not what makes it corral's)."""
+    return {
+        LABEL + "project": spec.project,
+        LABEL + "environment": spec.environment,
+        LABEL + "service": spec.service,
+        LABEL + "release": f"r{spec.release}",
+        LABEL + "instance": spec.instance_id,
+        LABEL + "serial": str(spec.serial),
+        LABEL + "image": spec.image_digest,
+    }
+
+
+def _record(spec: LaunchSpec, image_id: str, name: str) -> dict[str, Any]:
+    """Written before the container is created. Env *values* stay out (they may hold
+    secrets, law 5); the names are enough to debug."""
+    return {
+        "instance_id": spec.instance_id,
+        "project": spec.project,
+        "environment": spec.environment,
+        "service": spec.service,
+        "serial": spec.serial,
+        "release": spec.release,
+        "image_digest": spec.image_digest,
+        "image_id": image_id,
+        "name": name,
+        "command": spec.command,
+        "env_names": sorted(spec.env),
+        "port": spec.port,
+        "container_id": None,
+        "created_at": time.time(),
+    }
+
+
+def _instance_env(spec: LaunchSpec) -> dict[str, str]:
+    """On top of the image's env (the engine merges it). corral's own variables are set last,
+    so the service cannot override them; the names are the local driver's."""
+    return {
+        **spec.env,
+        "PORT": str(spec.port),
+        "SCRATCH": "/scratch",
+        "CORRAL_INSTANCE": spec.instance_id,
+        "CORRAL_SERVICE": spec.service,
+        "CORRAL_RELEASE": f"r{spec.release}",
+        "CORRAL_SERIAL": str(spec.serial),
+    }
+
+
+def _inspect_ports(api: Any, cid: str) -> list[dict[str, Any]]:
+    """The published ports in the list API's shape ({PrivatePort, IP, PublicPort})."""
+    with engine_call(f"inspect container {cid[:12]}"):
+        ports = api.inspect_container(cid)["NetworkSettings"]["Ports"] or {}
+    found = []
+    for key, bindings in ports.items():
+        private = int(key.split("/")[0])
+        for binding in bindings or []:
+            found.append(
+                {"PrivatePort": private, "IP": binding["HostIp"], "PublicPort": binding["HostPort"]}
+            )
+    return found
+
+
+def _address(ports: list[dict[str, Any]], port: int) -> str | None:
+    for entry in ports:
+        if int(entry.get("PrivatePort", 0)) == port and entry.get("IP") == "127.0.0.1":
+            return f"127.0.0.1:{int(entry['PublicPort'])}"
+    return None
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_bytes()[-8192:].decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"

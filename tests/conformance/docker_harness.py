@@ -1,0 +1,158 @@
+"""The Docker harness of the driver conformance suite, and the test image it runs.
+
+No registry is reachable, so the image is made here: Debian's static busybox plus a shell
+script that serves GET /healthz ("ok") and GET / (the instance id) with busybox httpd, baked by
+corral's own ImageStore (`from: scratch`, one `copy:`) and loaded into the engine by the driver.
+
+Every project name gets a random suffix: container names are global to the engine, and other
+test runs may use it at the same time. Cleanup removes, by id, every container labelled with
+this harness's projects (only this harness can have made them), and the image tags it made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from corral.drivers.docker import LABEL, DockerDriver
+from corral.drivers.protocol import Driver, LaunchSpec, ObservedInstance
+from corral.images.store import ImageStore
+from corral.spec.model import ImageSpec
+
+BUSYBOX = Path("/usr/bin/busybox")
+APPLETS = ("sh", "httpd", "mkdir", "printf", "echo", "env", "sleep", "cat", "touch", "grep")
+
+SERVE = textwrap.dedent(
+    """\
+    #!/bin/sh
+    echo "hello from $CORRAL_INSTANCE"
+    echo "stderr of $CORRAL_INSTANCE" >&2
+    mkdir -p /tmp/www
+    printf ok > /tmp/www/healthz
+    printf %s "$CORRAL_INSTANCE" > /tmp/www/index.html
+    exec httpd -f -p "$PORT" -h /tmp/www
+    """
+)
+
+
+def engine_unavailable() -> str | None:
+    """Why the docker tests cannot run here, or None when they can."""
+    try:
+        import docker
+    except ImportError:
+        return "the docker SDK is not installed: pip install 'corral[docker]'"
+    if not BUSYBOX.exists():
+        return "needs Debian's busybox-static (apt-get install busybox-static)"
+    client = docker.from_env(version=docker.constants.MINIMUM_DOCKER_API_VERSION, timeout=10)
+    try:
+        client.ping()
+    except Exception as exc:
+        return f"no Docker engine reachable ({exc}); start dockerd"
+    finally:
+        client.close()
+    return None
+
+
+def bake_test_image(home: Path, context: Path, **settings: Any) -> tuple[ImageStore, str]:
+    """Bake the busybox test image into the store under `home`; (store, manifest digest)."""
+    rootfs = context / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
+    for applet in APPLETS:
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    (rootfs / "app").mkdir()
+    (rootfs / "app" / "serve.sh").write_text(SERVE)
+    (rootfs / "app" / "serve.sh").chmod(0o755)
+    recipe = ImageSpec.model_validate(
+        {
+            "from": "scratch",
+            "copy": [{"src": "rootfs", "dest": "/"}],
+            "cmd": ["/app/serve.sh"],
+            "env": {"FROM_IMAGE": "image", "SHARED": "image"},
+            **settings,
+        }
+    )
+    store = ImageStore(home / "images")
+    return store, store.bake("busybox-web", recipe, context).digest
+
+
+class DockerHarness:
+    kind = "docker"
+
+    def __init__(self, tmp_path: Path) -> None:
+        import docker
+
+        self.home = tmp_path / "home"
+        self.token = secrets.token_hex(4)
+        self.store, self.digest = bake_test_image(self.home, tmp_path / "context")
+        self.client = docker.from_env(version="1.41", timeout=60)
+        self.drivers: list[DockerDriver] = []
+
+    def project(self, name: str) -> str:
+        return f"{name}-{self.token}"
+
+    def driver(self, environment: str = "test", project: str = "proj", **kwargs: Any) -> Driver:
+        options = {k: v for k, v in kwargs.items() if k == "startup_check"}
+        made = DockerDriver(self.home, self.project(project), environment, self.store, **options)
+        self.drivers.append(made)
+        return made
+
+    def spec(self, instance_id: str, **overrides: Any) -> LaunchSpec:
+        fields: dict[str, Any] = {
+            "instance_id": instance_id,
+            "project": "proj",
+            "environment": "test",
+            "service": "web",
+            "serial": 1,
+            "release": 1,
+            "image_digest": self.digest,
+            "command": None,
+        }
+        fields.update(overrides)
+        fields["project"] = self.project(fields["project"])
+        return LaunchSpec(**fields)
+
+    async def crash(self, driver: Driver, observed: ObservedInstance) -> None:
+        self.client.api.kill(observed.driver_ref)  # SIGKILL to the container's init
+
+    def failing_spec(self, driver: Driver, instance_id: str) -> LaunchSpec:
+        return self.spec(instance_id, command=["/bin/sh", "-c", "echo boom >&2; exit 3"])
+
+    async def start_elsewhere(self, spec: LaunchSpec) -> None:
+        other = DockerDriver(self.home, spec.project, spec.environment, self.store)
+        try:
+            await other.start(spec)
+        finally:
+            other.close()  # and the driver object is dropped, as a dead agent's
+
+    def containers(self) -> list[dict[str, Any]]:
+        """Every container of this harness's projects, running or not."""
+        found: list[dict[str, Any]] = []
+        for project in ("proj", "elsewhere"):
+            found += self.client.api.containers(
+                all=True, filters={"label": f"{LABEL}project={self.project(project)}"}
+            )
+        return found
+
+    async def cleanup(self) -> None:
+        try:
+            for driver in self.drivers:
+                for observed in await driver.observe():
+                    await driver.stop(observed.instance_id, grace=0)
+                    await driver.forget(observed.instance_id)
+        finally:
+            for container in self.containers():
+                with contextlib.suppress(Exception):
+                    self.client.api.remove_container(container["Id"], force=True)
+            for image in self.client.api.images():
+                for tag in image.get("RepoTags") or []:
+                    if tag.split(":")[0].endswith(self.token):
+                        with contextlib.suppress(Exception):  # in use by another run: kept
+                            self.client.api.remove_image(tag)
+            for driver in self.drivers:
+                driver.close()
+            self.client.close()
