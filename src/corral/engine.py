@@ -51,9 +51,13 @@ class Context:
     @property
     def store(self) -> StateStore:
         if self._store is None:
-            url = self.state_url or os.environ.get("CORRAL_STATE_URL")
-            self._store = open_store(self.home, self.project, self.environment, url)
+            self._store = open_store(self.home, self.project, self.environment, self.state)
         return self._store
+
+    @property
+    def state(self) -> str | None:
+        """The state URL: $CORRAL_STATE_URL, else the spec's `state:`, else None (SQLite)."""
+        return self.state_url or os.environ.get("CORRAL_STATE_URL") or self.loaded.spec.state
 
     def close(self) -> None:
         if self._store is not None:

@@ -191,7 +191,7 @@ def apply(
             # a saved plan is only valid against the recorded state it was made from
             target["fingerprint"] = the_plan.state_fingerprint
         client = _client(ctx)
-        client.ensure(ctx.state_url)
+        client.ensure(ctx.state)
         accepted = client.request(
             "POST", "/v1/applies", json={"target": target, "holder": _holder(message)}
         )
@@ -340,7 +340,7 @@ def destroy(
             )
             return
         client = _client(ctx)
-        client.ensure(ctx.state_url)
+        client.ensure(ctx.state)
         accepted = client.request(
             "POST", "/v1/applies", json={"target": target, "holder": _holder(message)}
         )
@@ -446,7 +446,7 @@ def rollback(
                 out.print(f"{service}: roll-out aborted; traffic is back on the old release.")
                 raise typer.Exit(follow_apply(client, view["apply_id"]) and 0)
         target = rollback_target(ctx.store, service, to)
-        client.ensure(ctx.state_url)
+        client.ensure(ctx.state)
         accepted = client.request(
             "POST", "/v1/applies", json={"target": target, "holder": _holder(message)}
         )
@@ -504,7 +504,7 @@ def agent_start(spec: SpecOption = Path("corral.yaml"), env: EnvOption = "dev") 
     if client.is_running():
         out.print("The agent is already running.")
         return
-    pid = client.start(ctx.state_url)
+    pid = client.start(ctx.state)
     out.print(f"Agent started (pid {pid}), API on {client.socket}.")
 
 

@@ -351,6 +351,12 @@ class Spec(_Strict):
     project: Name | None = Field(
         default=None, description="project name; defaults to the spec directory's name"
     )
+    state: str | None = Field(
+        default=None,
+        description="state store URL (sqlite:///path or postgresql://user@host/db); "
+        "$CORRAL_STATE_URL wins; default: SQLite under $CORRAL_HOME. Put no password here: "
+        "use a ~/.pgpass file or PGPASSWORD",
+    )
     driver: Literal["local", "docker"] = Field(
         default="local",
         description="where instances run: `local` (bubblewrap on this host) or `docker` "
