@@ -37,6 +37,8 @@ def release_config(service: ServiceSpec) -> dict[str, Any]:
             "timeout": health.timeout,
             "healthy_threshold": health.healthy_threshold,
             "start_timeout": health.start_timeout,
+            # fields added after v1 appear only when set, so existing hashes never change
+            **({"tcp": True} if health.tcp else {}),
         },
         "mounts": [],
         "secrets": {},

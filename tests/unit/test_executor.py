@@ -156,3 +156,25 @@ async def test_first_release_that_fails_leaves_nothing_running(harness: Harness)
     result = await harness.executor.converge(TARGET, harness.release("sha256:1"), None)
     assert not result.ok and result.rolled_back_to is None
     assert harness.live() == []
+
+
+async def test_min_ready_seconds_checks_again_before_an_instance_counts(harness: Harness) -> None:
+    calls: list[str] = []
+    original = harness.ready
+
+    async def counting(address: str, check: HealthCheck) -> ProbeResult:
+        calls.append(address)
+        return await original(address, check)
+
+    harness.executor.ready_check = counting
+    target = ServiceTarget(
+        "web",
+        2,
+        {
+            **TARGET.settings,
+            "strategy": {"max_surge": 1, "max_unavailable": 0, "min_ready_seconds": 0.01},
+        },
+    )
+    result = await harness.executor.converge(target, harness.release("sha256:1"), None)
+    assert result.ok
+    assert len(calls) == 4  # each of the 2 instances probed, then probed again after the wait

@@ -704,6 +704,11 @@ class Executor:
             if record is None or not record.address:
                 return
             outcome = await self.ready_check(record.address, check)
+            min_ready = float(target.strategy.get("min_ready_seconds") or 0.0)
+            if outcome.ok and min_ready > 0:
+                # it must stay ready this long before it counts (and gets traffic)
+                await asyncio.sleep(min_ready)
+                outcome = await self.ready_check(record.address, check)
             if outcome.ok:
                 self.book.mark_ready(record.id, outcome.detail)
                 self.emit(

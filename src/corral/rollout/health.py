@@ -22,6 +22,7 @@ class HealthCheck:
     timeout: float = 2.0
     healthy_threshold: int = 1
     start_timeout: float = 30.0
+    tcp: bool = False  # a connection accepted is enough
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> HealthCheck:
@@ -34,6 +35,7 @@ class HealthCheck:
             timeout=float(health.get("timeout", 2.0)),
             healthy_threshold=int(health.get("healthy_threshold", 1)),
             start_timeout=float(health.get("start_timeout", 30.0)),
+            tcp=bool(health.get("tcp", False)),
         )
 
 
@@ -46,6 +48,8 @@ class ProbeResult:
 async def probe(address: str, check: HealthCheck) -> ProbeResult:
     """One GET of the health path; ok when the status matches."""
     host, _, port = address.rpartition(":")
+    if check.tcp:
+        return await _probe_tcp(host, int(port), check.timeout)
     try:
         async with asyncio.timeout(check.timeout):
             reader, writer = await asyncio.open_connection(host, int(port))
@@ -70,6 +74,22 @@ async def probe(address: str, check: HealthCheck) -> ProbeResult:
     if status != check.status:
         return ProbeResult(False, f"{check.path} answered {status}, expected {check.status}")
     return ProbeResult(True, f"{check.path} answered {status}")
+
+
+async def _probe_tcp(host: str, port: int, timeout: float) -> ProbeResult:
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
+    except TimeoutError:
+        return ProbeResult(False, f"port {port}: no connection within {timeout:g}s")
+    except OSError as exc:
+        return ProbeResult(False, f"port {port}: {exc.strerror or type(exc).__name__}")
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return ProbeResult(True, f"port {port} accepts connections")
 
 
 async def wait_ready(
