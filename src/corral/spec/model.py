@@ -162,6 +162,9 @@ class HealthSpec(_Strict):
     """How corral decides an instance is ready to receive traffic."""
 
     http: HttpCheck = Field(default_factory=HttpCheck)
+    tcp: bool = Field(
+        default=False, description="ready when the port accepts a connection (instead of http)"
+    )
     interval: Duration = 0.2
     timeout: Duration = 2.0
     healthy_threshold: int = Field(default=1, ge=1)
