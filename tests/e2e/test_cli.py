@@ -32,9 +32,13 @@ def test_logs_show_every_instance_also_replaced_ones(fleet: Fleet) -> None:
     fleet.ok("apply")
     logs = fleet.ok("logs", "web", "--tail", "20").stdout
     for instance_id in first:
-        assert f"{instance_id} | {instance_id} v1 (r1) listening" in logs
-        assert f"{instance_id} | {instance_id} stopped" in logs  # graceful SIGTERM
+        assert f"{instance_id} r1 | {instance_id} v1 (r1) listening" in logs
+        assert f"{instance_id} r1 | {instance_id} stopped" in logs  # graceful SIGTERM
     assert "v2 (r2) listening" in logs
+    only_r2 = fleet.ok("logs", "web", "--release", "r2", "--grep", "listening", "--json").stdout
+    rows = [json.loads(line) for line in only_r2.splitlines()]
+    assert len(rows) == 3 and {r["release"] for r in rows} == {"r2"}
+    assert all("listening" in r["line"] and r["service"] == "web" for r in rows)
 
 
 def test_validate_schema_and_missing_copy_source(fleet: Fleet) -> None:

@@ -311,12 +311,25 @@ def logs(
     env: EnvOption = "dev",
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
     instance: Annotated[str | None, typer.Option(help="only this instance")] = None,
+    release: Annotated[str | None, typer.Option(help="only this release, e.g. r2")] = None,
+    grep: Annotated[str | None, typer.Option(help="only lines matching this regex")] = None,
     tail: int = 50,
+    as_json: JsonOption = False,
 ) -> None:
     """Output of a service's instances, also those already replaced."""
     ctx = _ctx(spec, env)
     try:
-        views.print_logs(out, ctx, service, instance=instance, tail=tail, follow=follow)
+        views.print_logs(
+            out,
+            ctx,
+            service,
+            instance=instance,
+            tail=tail,
+            follow=follow,
+            release=release,
+            grep=grep,
+            as_json=as_json,
+        )
     finally:
         ctx.close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -272,32 +274,67 @@ def print_history(console: Console, data: dict[str, Any]) -> None:
 
 
 def print_logs(
-    console: Console, ctx: Context, service: str, *, instance: str | None, tail: int, follow: bool
+    console: Console,
+    ctx: Context,
+    service: str,
+    *,
+    instance: str | None,
+    tail: int,
+    follow: bool,
+    release: str | None = None,
+    grep: str | None = None,
+    as_json: bool = False,
 ) -> None:
+    """Lines of every instance of a service (also replaced ones), filtered; with --json one
+    object per line, and a line the app wrote as JSON is kept structured (`fields`)."""
+    import json as jsonlib
+    import re
+
     from corral.agent.runtime import build_driver
 
     driver = build_driver(ctx.home, ctx.project, ctx.environment, ctx.loaded.spec.driver)
+    pattern = re.compile(grep) if grep else None
     offsets: dict[str, int] = {}
 
-    def paths() -> list[tuple[str, Path]]:
+    def paths() -> list[tuple[str, str, Path]]:
         found = []
         for record in ctx.store.list_instances(service, include_gone=True):
             if instance and record.id != instance:
                 continue
+            if release and f"r{record.release}" != release and str(record.release) != release:
+                continue
             path = driver.log_path(record.id)
             if path is not None and path.exists():
-                found.append((record.id, path))
+                found.append((record.id, f"r{record.release}", path))
         return found
 
-    for instance_id, path in paths():
+    def show(instance_id: str, label: str, line: str) -> None:
+        if pattern is not None and not pattern.search(line):
+            return
+        if as_json:
+            row: dict[str, Any] = {
+                "service": service,
+                "instance": instance_id,
+                "release": label,
+                "line": line,
+            }
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    row["fields"] = jsonlib.loads(line)
+            sys.stdout.write(jsonlib.dumps(row) + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(Text(f"{instance_id} {label} | ", style="dim") + Text(line))
+
+    for instance_id, label, path in paths():
         data = path.read_bytes()
         offsets[instance_id] = len(data)
         for line in data.decode(errors="replace").splitlines()[-tail:]:
-            console.print(Text(f"{instance_id} | ", style="dim") + Text(line))
+            show(instance_id, label, line)
     deadline = time.monotonic() + 24 * 3600
     while follow and time.monotonic() < deadline:
         time.sleep(0.5)
-        for instance_id, path in paths():
+        for instance_id, label, path in paths():
             start = offsets.get(instance_id, 0)
             with open(path, "rb") as handle:
                 handle.seek(start)
@@ -305,7 +342,7 @@ def print_logs(
             if chunk:
                 offsets[instance_id] = start + len(chunk)
                 for line in chunk.decode(errors="replace").splitlines():
-                    console.print(Text(f"{instance_id} | ", style="dim") + Text(line))
+                    show(instance_id, label, line)
 
 
 def lock_json(lock: LockInfo | None) -> dict[str, Any]:
