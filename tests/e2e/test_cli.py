@@ -110,3 +110,23 @@ def test_agent_serves_its_openapi_document(fleet: Fleet) -> None:
         document = client.get("/openapi.json").json()
         assert {"/v1/status", "/v1/applies", "/v1/agent/restart"} <= set(document["paths"])
         assert client.get("/v1/status").json() == {"services": []}
+
+
+def test_events_follow_streams_json_lines(fleet: Fleet) -> None:
+    fleet.ok("validate")
+    follower = fleet.popen("events", "--follow", "--json", "--kind", "apply.")
+    try:
+        fleet.ok("apply")
+        assert follower.stdout is not None
+        kinds = []
+        for _ in range(10):
+            line = follower.stdout.readline()
+            if not line:
+                break
+            kinds.append(json.loads(line)["kind"])
+            if kinds[-1] == "apply.succeeded":
+                break
+        assert kinds[:1] == ["apply.started"] and kinds[-1] == "apply.succeeded"
+    finally:
+        follower.kill()
+        follower.communicate(timeout=10)

@@ -285,21 +285,40 @@ def events(
     spec: SpecOption = Path("corral.yaml"),
     env: EnvOption = "dev",
     service: Annotated[str | None, typer.Option(help="only this service")] = None,
+    kind: Annotated[str | None, typer.Option(help="only kinds starting with this")] = None,
     limit: int = 50,
+    follow: Annotated[bool, typer.Option("--follow", help="keep printing new events")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """The append-only trail: applies, starts, stops, rollbacks, lock changes."""
+    """The append-only trail: applies, starts, stops, replacements, rollbacks, lock changes.
+
+    With --json and --follow: one JSON object per line."""
     ctx = _ctx(spec, env)
     try:
-        found = ctx.store.list_events(service=service, limit=100_000)[-limit:]
+        found = ctx.store.list_events(service=service, limit=100_000)
+        found = [e for e in found if not kind or e.kind.startswith(kind)][-limit:]
+        rows = [views.event_json(e) for e in found]
+        if as_json and not follow:
+            _emit_json({"events": rows})
+            return
+        cursor = found[-1].seq if found else 0
+        deadline = time.monotonic() + 24 * 3600
+        while True:
+            for row in rows:
+                if as_json:
+                    sys.stdout.write(json.dumps(row) + "\n")
+                    sys.stdout.flush()
+                else:
+                    views.print_event(out, row, with_time=True)
+            if not follow or time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+            new = ctx.store.list_events(service=service, after_seq=cursor, limit=1000)
+            if new:
+                cursor = new[-1].seq
+            rows = [views.event_json(e) for e in new if not kind or e.kind.startswith(kind)]
     finally:
         ctx.close()
-    rows = [views.event_json(e) for e in found]
-    if as_json:
-        _emit_json({"events": rows})
-    else:
-        for row in rows:
-            views.print_event(out, row, with_time=True)
 
 
 @app.command()
