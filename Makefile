@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := bubblewrap python3 busybox-static docker.io postgresql aide wrk hey haproxy nginx-light
+DEBIAN_PACKAGES := bubblewrap python3 busybox-static docker.io postgresql aide chromium wrk hey haproxy nginx-light
 
 .PHONY: demo test test-fast lint deps venv bench clean
 
@@ -33,7 +33,7 @@ test: venv
 	$(BIN)/pytest -q
 
 test-fast: venv
-	$(BIN)/pytest -q -m "not docker and not slow"
+	$(BIN)/pytest -q -n 4 -m "not docker and not slow"
 
 lint: venv
 	$(BIN)/ruff check src tests bench scripts

@@ -22,8 +22,10 @@ from corral.paths import Home
 from corral.plan.diff import diff
 from corral.plan.model import ActionKind, DesiredService, Plan
 from corral.releases import config_hash, release_config
+from corral.secrets.resolve import spec_secrets
 from corral.spec.load import LoadedSpec, load_spec
 from corral.state.protocol import StateStore
+from corral.volumes import check_volume_paths, handover_timeout
 
 
 @dataclass
@@ -72,6 +74,8 @@ def settings_of(service: Any) -> dict[str, Any]:
         "strategy": service.strategy.model_dump(),
         "stop_grace": service.stop_grace,
         "drain_timeout": service.drain_timeout,
+        # only with a single_writer volume, so other services' settings stay as they were
+        **({"handover_timeout": t} if (t := handover_timeout(service)) is not None else {}),
     }
 
 
@@ -91,7 +95,9 @@ def bake_all(
 def desired_services(ctx: Context, refs: dict[str, ImageRef]) -> list[DesiredService]:
     desired = []
     for name, service in sorted(ctx.loaded.spec.services.items()):
-        config = release_config(service)
+        config = release_config(
+            service, spec_secrets(service.secrets, ctx.store, ctx.home.root, ctx.loaded.base_dir)
+        )
         desired.append(
             DesiredService(
                 name=name,
@@ -106,6 +112,8 @@ def desired_services(ctx: Context, refs: dict[str, ImageRef]) -> list[DesiredSer
                 settings=settings_of(service),
             )
         )
+    # a volume over an image path is a spec problem (exit 2), found before anything starts
+    check_volume_paths(ctx.loaded, image_store(ctx.home), {d.name: d.image_digest for d in desired})
     return desired
 
 

@@ -23,8 +23,13 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def release_config(service: ServiceSpec) -> dict[str, Any]:
-    """The instance-defining config of a service, canonical and with defaults resolved."""
+def release_config(
+    service: ServiceSpec, secrets: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The instance-defining config of a service, canonical and with defaults resolved.
+
+    `secrets`: each secret's reference and recorded version (`secrets.resolve.recorded_refs`),
+    never its value (law 5); empty when the service has none, so old hashes stay."""
     health = service.health
     return {
         "v": CONFIG_VERSION,
@@ -40,8 +45,13 @@ def release_config(service: ServiceSpec) -> dict[str, Any]:
             # fields added after v1 appear only when set, so existing hashes never change
             **({"tcp": True} if health.tcp else {}),
         },
-        "mounts": [],
-        "secrets": {},
+        # sorted by path, so the order volumes are written in does not make a new release;
+        # single_writer is how a roll-out hands a volume over, not what an instance sees
+        "mounts": [
+            {"name": v.name, "path": v.path, "per_instance": v.per_instance}
+            for v in sorted(service.volumes, key=lambda v: v.path)
+        ],
+        "secrets": dict(sorted((secrets or {}).items())),
     }
 
 

@@ -153,6 +153,10 @@ class DockerHarness:
                     if tag.split(":")[0].endswith(self.token):
                         with contextlib.suppress(Exception):  # in use by another run: kept
                             self.client.api.remove_image(tag)
+            for volume in self.client.api.volumes().get("Volumes") or []:  # law 4 tests' volumes
+                if (volume.get("Labels") or {}).get(f"{LABEL}project", "").endswith(self.token):
+                    with contextlib.suppress(Exception):
+                        self.client.api.remove_volume(volume["Name"])
             for driver in self.drivers:
                 driver.close()
             self.client.close()

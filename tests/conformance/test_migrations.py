@@ -49,8 +49,8 @@ def engine_for(url: str) -> Any:
 def test_one_chain_ends_at_head() -> None:
     script = migrations.script()
     assert script.get_heads() == [migrations.HEAD]
-    assert migrations.known_revisions() == {"0001", "0002"}
-    assert script.get_revision(migrations.HEAD).down_revision == "0001"
+    assert migrations.known_revisions() == {"0001", "0002", "0003"}
+    assert script.get_revision(migrations.HEAD).down_revision == "0002"
 
 
 def test_the_migrated_schema_is_the_one_the_code_uses(empty_db: str) -> None:
@@ -146,7 +146,7 @@ def test_a_database_at_the_previous_revision_is_upgraded_and_keeps_its_data(
         assert store.append_event("x", "y").seq == 2
     finally:
         store.close()
-    assert raw_execute(empty_db, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert raw_execute(empty_db, "SELECT version_num FROM alembic_version") == [("0003",)]
     assert raw_execute(empty_db, "SELECT version FROM schema_version") == [(2,)]
 
 

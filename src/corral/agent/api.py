@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from corral import __version__
@@ -75,6 +75,13 @@ def create_app(agent: Agent, *, on_stop: Any = None, on_restart: Any = None) -> 
             "applying": agent.active.id if agent.active else None,
         }
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus text exposition (the same as on --metrics-port)."""
+        from corral.agent.metrics import CONTENT_TYPE
+
+        return Response(agent.metrics.render(), media_type=CONTENT_TYPE)
+
     @app.get("/v1/status")
     async def status() -> dict[str, Any]:
         return agent.status()
@@ -130,11 +137,14 @@ def create_app(agent: Agent, *, on_stop: Any = None, on_restart: Any = None) -> 
         return agent.rollout_view(service)
 
     @app.post("/v1/rollouts/{service}/{action}")
-    async def steer(service: str, action: str, request: SteerRequest) -> dict[str, Any]:
+    async def steer(
+        service: str, action: str, request: SteerRequest, http: Request
+    ) -> dict[str, Any]:
         """promote, pause, resume or abort a running roll-out."""
         if action not in ("promote", "pause", "resume", "abort"):
             raise HTTPException(404, f"no roll-out action {action!r}")
-        return agent.steer(service, action, request.who)
+        # over TCP the dashboard's Guard names the token; its name is who acted
+        return agent.steer(service, action, getattr(http.state, "actor", None) or request.who)
 
     @app.post("/v1/agent/stop", status_code=202)
     async def stop() -> dict[str, str]:

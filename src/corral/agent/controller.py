@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from corral.agent.faults import FaultInjector
+from corral.agent.metrics import AgentMetrics
 from corral.drivers.protocol import Driver, ObservedState
 from corral.errors import CorralError, LockedError, StalePlanError, UsageError
 from corral.inventory import recorded_services
@@ -33,6 +34,7 @@ from corral.rollout.control import RolloutControl
 from corral.rollout.executor import Executor, RolloutResult, ServiceTarget
 from corral.rollout.health import HealthCheck, probe
 from corral.router.protocol import Router
+from corral.secrets.crypto import SecretKey, load_key
 from corral.state.protocol import StateStore
 from corral.state.records import (
     AgentRecord,
@@ -127,6 +129,16 @@ class Agent:
         self.inherited: dict[str, socket.socket] = {}
         self._handed_apply: str | None = None  # route sockets handed over on restart
         self.handed_over = False
+        self.metrics = AgentMetrics(store, router, self.book)  # fed by emit and _audit
+        # the secrets key, read once at start (agent/main.py) and kept in memory only, so
+        # replacements at 3 a.m. need no file and no person (law 5)
+        self.secrets_key: SecretKey | None = None
+
+    def secret_key(self) -> SecretKey:
+        """The in-memory key; read now if the agent started before `corral secret set` made it."""
+        if self.secrets_key is None:
+            self.secrets_key = load_key(home=self.home.root)
+        return self.secrets_key
 
     # -- events -----------------------------------------------------------------------------
 
@@ -146,6 +158,7 @@ class Agent:
             kind, message, service=service, actor=actor or self.agent_id, data=payload
         )
         log.info("%s %s", kind, message)
+        self.metrics.observe_event(kind, service, payload)
         self.new_event.set()
         self.new_event = asyncio.Event()
 
@@ -163,6 +176,7 @@ class Agent:
             step_locks=self.step_locks,
         )
         executor.apply_id = apply_id
+        executor.secret_key = self.secret_key
         return executor
 
     # -- life cycle -------------------------------------------------------------------------
@@ -401,7 +415,13 @@ class Agent:
                 self._auditor = InstanceAuditor(
                     self.home, self.project, self.environment, image_store(self.home)
                 )
+            began = time.monotonic()
             findings = await asyncio.to_thread(self._auditor.audit, self.store)
+            self.metrics.observe_audit(
+                time.monotonic() - began,
+                tampered=sum(1 for f in findings if f.tampered),
+                drifted=sum(1 for f in findings if f.drifted and not f.tampered),
+            )
             bad: dict[str, dict[str, str]] = {}
             discard: set[Path] = set()
             for finding in findings:
@@ -935,15 +955,16 @@ class Agent:
     def status(self) -> dict[str, Any]:
         services = []
         routes = self.router.routes()
+        # one read of all live instances and one of each service's releases, not one per row
+        live_by_service: dict[str, list[Any]] = {}
+        for record in self.store.list_instances():
+            live_by_service.setdefault(record.service, []).append(record)
         for service in self.store.list_services():
-            release = (
-                self.store.get_release(service.name, service.current_release)
-                if service.current_release
-                else None
-            )
+            releases = {r.number: r for r in self.store.list_releases(service.name)}
+            release = releases.get(service.current_release) if service.current_release else None
             instances = []
-            for record in self.store.list_instances(service.name):
-                rel = self.store.get_release(service.name, record.release)
+            for record in live_by_service.get(service.name, []):
+                rel = releases.get(record.release)
                 instances.append(
                     {
                         "id": record.id,

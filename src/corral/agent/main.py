@@ -24,10 +24,14 @@ import uvicorn
 
 from corral.agent.api import create_app
 from corral.agent.controller import Agent
+from corral.agent.dashboard import DEFAULT_HOST, Guard, bind_ui, install
 from corral.agent.faults import FaultInjector
+from corral.agent.metrics import PORT_ENV, port_from
 from corral.agent.runtime import build_runtime
+from corral.agent.tokens import TokenStore
 from corral.errors import AgentError, CorralError
 from corral.paths import Home
+from corral.secrets.crypto import load_key_if_present
 
 log = logging.getLogger("corral.agent")
 
@@ -111,6 +115,7 @@ async def run(
     state_url: str | None,
     args: list[str],
     driver_name: str = "local",
+    ui: tuple[str, int] | None = None,
 ) -> int:
     store, driver, router = build_runtime(home, project, environment, state_url, driver_name)
     agent = Agent(
@@ -124,6 +129,14 @@ async def run(
         fault=FaultInjector.from_env(),
     )
     agent.inherited = _inherited_routes()
+    # 127.0.0.1 only; kept referenced until it has bound (or given up)
+    metrics_task = asyncio.create_task(agent.metrics.serve_when_free(port_from(None)))
+    try:  # read once, kept in memory: unattended replacements need no file later (law 5)
+        agent.secrets_key = load_key_if_present(home=home.root)
+    except CorralError as exc:
+        log.error("%s", exc)
+        store.close()
+        return exc.exit_code
     try:
         await agent.start()
     except CorralError as exc:
@@ -145,8 +158,19 @@ async def run(
         asyncio.get_running_loop().call_later(0.2, request_stop)
         return new_pid
 
+    app = create_app(agent, on_stop=request_stop, on_restart=restart)
+    install(app, agent)  # the dashboard page and its endpoints
+    sockets = [sock]
+    if ui is not None:  # the same app on TCP, behind the Host/Origin/token guard
+        try:
+            sockets.append(bind_ui(*ui))
+        except OSError as exc:
+            log.error("cannot listen on %s:%d for the dashboard: %s", *ui, exc)
+            await agent.shutdown()
+            store.close()
+            return 2
     config = uvicorn.Config(
-        create_app(agent, on_stop=request_stop, on_restart=restart),
+        Guard(app, TokenStore.of_home(home.root), ui_host=ui[0] if ui else None),
         log_level="warning",
         lifespan="off",
         access_log=False,
@@ -158,9 +182,11 @@ async def run(
         loop.add_signal_handler(signum, request_stop)
     log.info("agent %s serving on %s", agent.agent_id, sock_path)
     try:
-        await server.serve(sockets=[sock])
+        await server.serve(sockets=sockets)
     finally:
         await agent.shutdown()
+        metrics_task.cancel()
+        agent.metrics.close()
         store.close()
         if not agent.handed_over:  # the successor serves on this path now
             with contextlib.suppress(FileNotFoundError):
@@ -175,7 +201,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", required=True)
     parser.add_argument("--state-url", default=None)
     parser.add_argument("--driver", default="local", choices=["local", "docker"])
+    parser.add_argument(
+        "--ui-port",
+        type=int,
+        default=int(os.environ.get("CORRAL_UI_PORT") or 0),
+        help="serve the API and dashboard on TCP too (0: off; env CORRAL_UI_PORT)",
+    )
+    parser.add_argument(
+        "--ui-host", default=DEFAULT_HOST, help="address for --ui-port; beyond loopback: a warning"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help=f"serve Prometheus metrics on 127.0.0.1:PORT (else ${PORT_ENV}; unset: off)",
+    )
     args = parser.parse_args(argv)
+    if args.metrics_port is not None:  # through the env, so a restarted agent keeps it
+        os.environ[PORT_ENV] = str(args.metrics_port)
     home = Home(Path(args.home))
     logging.basicConfig(
         level=logging.INFO,
@@ -193,4 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.state_url:
         own_args += ["--state-url", args.state_url]
     own_args += ["--driver", args.driver]  # a successor (agent restart) runs the same driver
-    return asyncio.run(run(home, args.project, args.env, args.state_url, own_args, args.driver))
+    ui = (args.ui_host, args.ui_port) if args.ui_port else None
+    if ui:
+        own_args += ["--ui-port", str(args.ui_port), "--ui-host", args.ui_host]
+    return asyncio.run(run(home, args.project, args.env, args.state_url, own_args, args.driver, ui))

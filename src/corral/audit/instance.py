@@ -191,6 +191,9 @@ class InstanceAuditor:
             return findings, f"config: cannot read /proc/{source} ({exc.strerror or exc})"
         want_argv, want_env = self._expected(record, release, launch)
         presence_only = set(release.config.get("secrets") or {})
+        for name, ref in (release.config.get("secrets") or {}).items():
+            if isinstance(ref, dict) and ref.get("as") == "env":
+                want_env.setdefault(name, "")  # injected at launch (law 5): presence only
         if source != app:
             want_env.pop(_RUNTIME_ENV, None)  # bwrap sets PWD for the app, not for itself
             if "--" in argv:

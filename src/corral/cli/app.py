@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from corral.agent.client import AgentClient
-from corral.cli import audit_cmd, images_cmd, views
+from corral.cli import audit_cmd, images_cmd, secret_cmd, ui_cmd, views, volume_cmd
+from corral.cli.common import EnvOption, JsonOption, SpecOption, err, out
+from corral.cli.common import context as _ctx
 from corral.engine import (
     Context,
     apply_target,
@@ -26,7 +27,6 @@ from corral.engine import (
     rollback_target,
 )
 from corral.errors import CorralError, UsageError, exit_code_for
-from corral.paths import Home
 from corral.plan.planfile import load_plan, save_plan
 from corral.plan.render import render_plan
 from corral.spec.schema import json_schema
@@ -45,26 +45,9 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(images_cmd.images_app, name="images")
 app.add_typer(images_cmd.app, name="image")
 app.add_typer(audit_cmd.app, name="audit")
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-SpecOption = Annotated[
-    Path, typer.Option("--file", "-f", help="the spec file", envvar="CORRAL_SPEC")
-]
-EnvOption = Annotated[
-    str, typer.Option("--env", "-e", help="environment (isolated state)", envvar="CORRAL_ENV")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-def _ctx(spec: Path, env: str) -> Context:
-    return Context(
-        spec_path=spec,
-        home=Home.from_env(),
-        environment=env,
-        state_url=os.environ.get("CORRAL_STATE_URL"),
-    )
+app.add_typer(secret_cmd.app, name="secret")
+app.add_typer(ui_cmd.app, name="ui")
+app.add_typer(volume_cmd.app, name="volume")
 
 
 def _client(ctx: Context) -> AgentClient:
@@ -378,7 +361,11 @@ def destroy(
         )
     finally:
         ctx.close()
-    raise typer.Exit(follow_apply(client, accepted["apply_id"]))
+    code = follow_apply(client, accepted["apply_id"])
+    kept = volume_cmd.kept_note(ctx)  # law 4: say that the data stays
+    if kept:
+        out.print(kept)
+    raise typer.Exit(code)
 
 
 def _steer(spec: Path, env: str, service: str, action: str) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from corral.audit import AuditStatus, HostAuditor, InstanceFinding, audit_instances
+from corral.cli.common import EnvOption, JsonOption, SpecOption, out
 from corral.engine import Context
 from corral.errors import DriftFound, OperationFailed
 from corral.paths import Home
@@ -42,15 +42,7 @@ app = typer.Typer(
     cls=_DefaultGroup,
     help="Prove that instances equal their releases and the host its baseline (exit 4: drift).",
 )
-out = Console(highlight=False, soft_wrap=True)
 
-SpecOption = Annotated[
-    Path, typer.Option("--file", "-f", help="the spec file", envvar="CORRAL_SPEC")
-]
-EnvOption = Annotated[
-    str, typer.Option("--env", "-e", help="environment (isolated state)", envvar="CORRAL_ENV")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 FullOption = Annotated[
     bool, typer.Option("--full", help="hash every file, ignoring the stat cache")
 ]

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from corral.agent.runtime import image_store, open_store
+from corral.cli.common import JsonOption, SpecOption, out
 from corral.errors import BakeError, UsageError
 from corral.images import lifecycle
 from corral.images.archive import export_bases, import_archive
@@ -33,13 +33,7 @@ images_app = typer.Typer(
 )
 app = typer.Typer(no_args_is_help=True, help="Promote, revoke, collect and share images.")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-SpecOption = Annotated[
-    Path, typer.Option("--file", "-f", help="the spec file", envvar="CORRAL_SPEC")
-]
 EnvsOption = Annotated[
     list[str] | None,
     typer.Option("--env", "-e", help="environments whose releases count (default: all three)"),

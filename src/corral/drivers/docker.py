@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from corral.drivers import docker_volumes
 from corral.drivers.docker_engine import connect, engine_call, is_not_found, sdk
 from corral.drivers.docker_images import ensure_image
 from corral.drivers.instance_files import create_instance_dir, write_json
@@ -112,6 +113,14 @@ class DockerDriver:
                 f"driver runs {self.project}/{self.environment}",
                 hint="Start it through the driver of its own project and environment.",
             )
+        if any(as_ == "file" for _, as_ in spec.secrets.values()):
+            # Filling a tmpfs before the app starts needs an engine secret store (Swarm);
+            # writing the file into the container's layer would rest the value on disk.
+            raise DriverError(
+                f"{spec.instance_id}: the docker driver cannot yet hand secrets over as files",
+                hint="Give the service's secrets `as: env` on the docker driver, or use the "
+                "local driver.",
+            )
         if not _ID_PATTERN.match(spec.instance_id):
             raise DriverError(
                 f"{spec.instance_id!r} is not a usable instance id",
@@ -142,9 +151,15 @@ class DockerDriver:
         self, api: Any, spec: LaunchSpec, record: dict[str, Any]
     ) -> ObservedInstance:
         port = spec.port
+        # named volumes, read-write; created on first use, never removed with the container
+        binds = [
+            f"{docker_volumes.ensure(api, self.project, self.environment, m)}:{m.path}:rw"
+            for m in spec.mounts
+        ]
         with engine_call(f"create container {record['name']}"):
             host_config = api.create_host_config(
                 port_bindings={port: ("127.0.0.1", None)},
+                binds=binds or None,
                 read_only=True,
                 tmpfs={"/tmp": _TMPFS, "/scratch": _TMPFS},
                 security_opt=["no-new-privileges"],
@@ -429,6 +444,8 @@ def _instance_env(spec: LaunchSpec) -> dict[str, str]:
     so the service cannot override them; the names are the local driver's."""
     return {
         **spec.env,
+        # `as: env` secrets: visible to `docker inspect` (the spec's docs say so)
+        **{n: v for n, (v, as_) in spec.secrets.items() if as_ == "env"},
         "PORT": str(spec.port),
         "SCRATCH": "/scratch",
         "CORRAL_INSTANCE": spec.instance_id,

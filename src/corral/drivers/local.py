@@ -41,7 +41,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,16 @@ from typing import Any
 import psutil
 
 from corral.drivers.instance_files import create_instance_dir, write_json
-from corral.drivers.protocol import ImageRuntime, LaunchSpec, ObservedInstance, ObservedState
+from corral.drivers.protocol import (
+    ImageRuntime,
+    LaunchSpec,
+    Mount,
+    ObservedInstance,
+    ObservedState,
+)
 from corral.errors import DriverError, PrerequisiteError
 from corral.paths import Home
+from corral.volumes import local_dir
 
 BWRAP_MISSING = "bwrap (bubblewrap) is required by the local driver: apt-get install bubblewrap"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -82,7 +89,13 @@ _KILL_WAIT = 5.0  # how long SIGKILL may take to show before we call it a failur
 _START_WAIT = 5.0  # how long bwrap may take to create the sandbox
 
 
-def sandbox_args(image: ImageRuntime, *, scratch: Path, workdir: str) -> list[str]:
+def sandbox_args(
+    image: ImageRuntime,
+    *,
+    scratch: Path,
+    workdir: str,
+    volumes: Sequence[tuple[Path, str]] = (),
+) -> list[str]:
     """bwrap's options for one instance: the image read-only (law 1), nothing else writable
     but a private /tmp and /scratch, the host's network, its own pid/ipc/uts namespaces."""
     args = ["--tmpfs", "/"]
@@ -98,6 +111,8 @@ def sandbox_args(image: ImageRuntime, *, scratch: Path, workdir: str) -> list[st
     if not image.has_os:
         args += _host_runtime_args(own)
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for source, path in volumes:  # named volumes, read-write (law 4: they outlive us)
+        args += ["--bind", str(source), path]
     args += ["--bind", str(scratch), "/scratch", "--remount-ro", "/"]
     args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session"]
     # Running as root must not let the app remount its image writable.
@@ -334,9 +349,17 @@ class LocalDriver:
         log = self._log_file(spec.service, spec.instance_id)
         log.parent.mkdir(parents=True, exist_ok=True)
         status = inst_dir / "status"
-        options = sandbox_args(image, scratch=scratch, workdir=image.workdir or "/")
-        env = _instance_env(spec, image, port)
-        bwrap = _posix_spawn(self._bwrap, options, command, env, log=log, status=status)
+        volumes = [(self._volume_dir(m), m.path) for m in spec.mounts]
+        options = sandbox_args(
+            image, scratch=scratch, workdir=image.workdir or "/", volumes=volumes
+        )
+        env = {**_instance_env(spec, image, port), **_secret_env(spec)}
+        fds, options = _with_secret_files(options, spec)
+        try:
+            bwrap = _posix_spawn(self._bwrap, options, command, env, log=log, status=status)
+        finally:
+            for fd in fds:
+                os.close(fd)
         inst = _Instance(inst_dir, launch, bwrap, None)
         try:
             sandbox = await _wait_sandbox(bwrap, status)
@@ -429,6 +452,12 @@ class LocalDriver:
     def _instances_root(self) -> Path:
         return self._home.instances(self.environment) / self.project
 
+    def _volume_dir(self, mount: Mount) -> Path:
+        """The volume's directory, created on first use and never removed by the driver."""
+        path = local_dir(self._home, self.environment, self.project, mount)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
     def _logs_root(self) -> Path:
         return self._home.logs(self.environment) / self.project
 
@@ -493,6 +522,7 @@ def _launch_record(spec: LaunchSpec, *, command: list[str], port: int) -> dict[s
         "image_digest": spec.image_digest,
         "command": command,
         "env_names": sorted(spec.env),
+        "secret_names": sorted(spec.secrets),  # names only: values never touch disk
         "requested_port": spec.port,
         "port": port,
         "created_at": time.time(),
@@ -514,6 +544,41 @@ def _instance_env(spec: LaunchSpec, image: ImageRuntime, port: int) -> dict[str,
         "CORRAL_RELEASE": f"r{spec.release}",
         "CORRAL_SERIAL": str(spec.serial),
     }
+
+
+def _secret_env(spec: LaunchSpec) -> dict[str, str]:
+    """`as: env` secrets; they never override corral's own variables."""
+    return {
+        name: value
+        for name, (value, as_) in spec.secrets.items()
+        if as_ == "env" and name != "PORT" and not name.startswith("CORRAL_")
+    }
+
+
+def _with_secret_files(options: list[str], spec: LaunchSpec) -> tuple[list[int], list[str]]:
+    """`as: file` secrets: each value in a memfd (memory, never a file on disk) that bwrap
+    copies into /run/secrets/NAME, mode 0400, on a tmpfs of its own made read-only after.
+    Inserted before the root is remounted read-only. The caller closes the fds after spawning."""
+    files = {n: v for n, (v, as_) in spec.secrets.items() if as_ == "file"}
+    if not files:
+        return [], options
+    fds: list[int] = []
+    args = ["--tmpfs", "/run/secrets"]
+    try:
+        for name, value in sorted(files.items()):
+            fd = os.memfd_create(f"corral-secret-{name}")
+            fds.append(fd)
+            os.write(fd, value.encode())
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.set_inheritable(fd, True)  # bwrap reads it; closed here once spawned
+            args += ["--perms", "0400", "--file", str(fd), f"/run/secrets/{name}"]
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    args += ["--remount-ro", "/run/secrets"]
+    at = options.index("--remount-ro")
+    return fds, [*options[:at], *args, *options[at:]]
 
 
 def _posix_spawn(

@@ -14,6 +14,18 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A named volume mounted read-write at `path` (law 4: it outlives the instance).
+
+    `serial` is the instance serial whose own copy this is (a `per_instance` volume, like a
+    StatefulSet claim), or None for the one volume the service's instances share."""
+
+    name: str
+    path: str
+    serial: int | None = None
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     """Everything needed to start one instance. Built from a release; never mutated."""
 
@@ -27,6 +39,10 @@ class LaunchSpec:
     command: list[str] | None  # None: the image's cmd
     env: dict[str, str] = field(default_factory=dict)
     port: int = 8080  # port the app listens on (the local driver substitutes a free one)
+    # name → (value, "file" | "env"): resolved at launch, never written to any file corral
+    # keeps nor shown in a repr (law 5); "file" is /run/secrets/NAME on a tmpfs, mode 0400
+    secrets: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
+    mounts: list[Mount] = field(default_factory=list)  # volumes, created on first use
 
 
 @dataclass(frozen=True)

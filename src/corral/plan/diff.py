@@ -42,6 +42,7 @@ from corral.plan.model import (
     RecordedService,
 )
 from corral.releases import flatten
+from corral.secrets.labels import version_label
 
 SENSITIVE = "(sensitive)"  # stands in for secret references: a plan never holds them (law 5)
 _STOPPING = "stopping"
@@ -76,6 +77,16 @@ def diff(
             else:
                 actions.append(action)
 
+    # a single_writer volume is handed over stop-first: say the route will hold requests
+    notes.extend(
+        f"{a.service}: a single_writer volume is handed over stop-first: each replacement "
+        f"stops the old instance before the new one starts, and the route holds new requests "
+        f"meanwhile (up to {wanted[a.service].settings['handover_timeout']:g}s)"
+        for a in actions
+        if a.kind is ActionKind.REPLACE
+        and a.service in wanted
+        and wanted[a.service].settings.get("handover_timeout") is not None
+    )
     orphans = _orphans(recorded, observed)
     notes.extend(
         f"{view.service}: instance {view.id} runs with no live record "
@@ -342,14 +353,15 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, A
 
 
 def _secret_reasons(old: Any, new: Any) -> list[Reason]:
-    """A changed secret reference shows as `secrets.NAME`, never with its value."""
+    """A changed secret shows as `secrets.NAME` with its versions (`v3` → `v4`), never with
+    its reference or value (law 5)."""
     old_refs: dict[str, Any] = old if isinstance(old, dict) else {}
     new_refs: dict[str, Any] = new if isinstance(new, dict) else {}
     return [
         _forcing(
             f"secrets.{name}",
-            SENSITIVE if name in old_refs else None,
-            SENSITIVE if name in new_refs else None,
+            version_label(old_refs[name]) if name in old_refs else None,
+            version_label(new_refs[name]) if name in new_refs else None,
         )
         for name in sorted(old_refs.keys() | new_refs.keys())
         if old_refs.get(name) != new_refs.get(name)

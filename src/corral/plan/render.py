@@ -13,6 +13,8 @@ from typing import Any
 
 from corral.plan.model import Action, ActionKind, DesiredService, Plan, Reason, ReasonKind
 from corral.releases import flatten
+from corral.secrets.labels import LABEL as _SECRET_LABEL
+from corral.secrets.labels import version_label
 
 _SYMBOL = {
     ActionKind.CREATE: "+",
@@ -81,7 +83,8 @@ def short_value(attribute: str | None, value: Any) -> str:
     if value is None:
         return "null"
     if attribute is not None and attribute.startswith("secrets."):
-        return "(sensitive)"
+        # only a version label (`v3`, `#1a2b3c4d`) is shown; anything else stays hidden
+        return value if isinstance(value, str) and _SECRET_LABEL.match(value) else "(sensitive)"
     if isinstance(value, str):
         return json.dumps(_DIGEST.sub(r"\1\2…", value), ensure_ascii=False)
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
@@ -195,7 +198,7 @@ def _create_attributes(desired: DesiredService) -> list[tuple[str, str]]:
     )
     secrets = desired.config.get("secrets")
     if isinstance(secrets, dict):
-        rows.extend((f"secrets.{name}", "(sensitive)") for name in sorted(secrets))
+        rows.extend((f"secrets.{name}", version_label(secrets[name])) for name in sorted(secrets))
     rows.append(("replicas", str(desired.replicas)))
     settings = flatten(dict(desired.settings))
     rows.extend(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from corral.drivers.protocol import Driver, LaunchSpec
-from corral.errors import DriverError
+from corral.errors import CorralError, DriverError
 from corral.rollout.analysis import MetricsSource, RouterMetrics, judge
 from corral.rollout.bluegreen import blue_green
 from corral.rollout.book import InstanceBook
@@ -42,8 +42,12 @@ from corral.rollout.steps import (
     Verdict,
 )
 from corral.router.protocol import Backend, Router
+from corral.secrets.crypto import SecretKey, load_key
+from corral.secrets.resolve import launch_values
+from corral.spec.model import resolve_count
 from corral.state.protocol import StateStore
 from corral.state.records import InstanceRecord, InstanceState, Release
+from corral.volumes import launch_mounts
 
 Emit = Callable[..., None]  # emit(kind, message, *, service=None, data=None)
 ReadyCheck = Callable[[str, HealthCheck], Awaitable[ProbeResult]]
@@ -60,13 +64,24 @@ class ServiceTarget:
 
     @property
     def max_surge(self) -> int | str:
+        if self.handover_timeout is not None:
+            return 0  # a single_writer volume: the old instance lets go before the new mounts
         value: int | str = self.settings.get("strategy", {}).get("max_surge", 1)
         return value
 
     @property
     def max_unavailable(self) -> int | str:
         value: int | str = self.settings.get("strategy", {}).get("max_unavailable", 0)
+        if self.handover_timeout is not None:  # stop-first needs room to stop one
+            return max(1, resolve_count(value, self.replicas, round_up=False))
         return value
+
+    @property
+    def handover_timeout(self) -> float | None:
+        """Set for a service with a single_writer volume: it is replaced stop-first and its
+        route holds requests this long meanwhile (law 6)."""
+        value = self.settings.get("handover_timeout")
+        return float(value) if value is not None else None
 
     @property
     def strategy(self) -> dict[str, Any]:
@@ -200,6 +215,8 @@ class Executor:
         # a step that changes the fleet holds its service's step lock, so a heal (which takes
         # it too) never interleaves with one; waiting steps (pause, analysis) do not hold it
         self.step_locks = step_locks if step_locks is not None else {}
+        # the agent hands over its in-memory key (read once at start); alone, read the file
+        self.secret_key: Callable[[], SecretKey] = load_key
         self.apply_id: str | None = None
 
     # -- fleet view -------------------------------------------------------------------------
@@ -251,6 +268,7 @@ class Executor:
         before = self._route_counts(target.name)
         control = self.controls.setdefault(target.name, RolloutControl(target.name))
         control.strategy = str(target.strategy.get("type", "rolling"))
+        await self._hold_for_handover(target)
         try:
             outcome = await self._run(
                 target, release, self._strategy(target, release), result, control=control
@@ -275,10 +293,37 @@ class Executor:
         result.failed_requests = after[1] - before[1]
         return result
 
+    async def _hold_for_handover(self, target: ServiceTarget) -> None:
+        """A stop-first hand-over leaves the route without a backend for a moment: the
+        router then holds new requests (up to handover_timeout) instead of refusing them."""
+        route = target.settings.get("route")
+        if target.handover_timeout is None or not route or target.name not in self.router.routes():
+            return
+        await self.router.open_route(
+            target.name,
+            route.get("host", "127.0.0.1"),
+            int(route["port"]),
+            hold_timeout=target.handover_timeout,
+        )
+
+    def secret_values(self, release: Release) -> dict[str, tuple[str, str]]:
+        """The values of the release's secrets, through the agent's in-memory key."""
+        recorded = release.config.get("secrets") or {}
+        if not recorded:
+            return {}
+        try:
+            key = self.secret_key()
+            values = launch_values(recorded, self.store, key, release=release.name)
+        except CorralError as exc:
+            raise DriverError(exc.message, hint=exc.hint) from exc
+        return dict(values)
+
     def step_lock(self, service: str) -> asyncio.Lock:
         return self.step_locks.setdefault(service, asyncio.Lock())
 
-    async def replace_dead(self, target: ServiceTarget, instance_ids: list[str]) -> RolloutResult:
+    async def replace_dead(
+        self, target: ServiceTarget, instance_ids: list[str], reason: str = "exited"
+    ) -> RolloutResult:
         """Replace each dead instance with a fresh one of the same release and serial (law 8).
 
         Whatever roll-out is in progress keeps its counts and weights: only the dead are
@@ -288,7 +333,7 @@ class Executor:
         if not records:
             return result
         async with self.step_lock(target.name):
-            await self._retire(target, tuple(r.id for r in records), "exited", result)
+            await self._retire(target, tuple(r.id for r in records), reason, result)
             for record in records:
                 release = self.store.get_release(target.name, record.release)
                 if release is None:
@@ -313,6 +358,10 @@ class Executor:
     ) -> RolloutResult:
         """Replace instances that still serve but must go (tampered, drifted): the fresh one
         of the same release and serial is ready before the bad one is drained and stopped."""
+        if target.handover_timeout is not None:
+            # a single_writer volume is never mounted twice: stop first (the route holds)
+            await self._hold_for_handover(target)
+            return await self.replace_dead(target, instance_ids, reason)
         result = RolloutResult(ok=True, release=None)
         records = [r for r in (self.store.get_instance(i) for i in instance_ids) if r]
         async with self.step_lock(target.name):
@@ -436,8 +485,9 @@ class Executor:
                 previous.number,
                 target.replicas,
                 self.fleet(target.name),
-                max_surge=max(1, target.replicas),
-                max_unavailable=0,
+                # stop-first for a single_writer volume, as on the way forward
+                max_surge=0 if target.handover_timeout is not None else max(1, target.replicas),
+                max_unavailable=target.max_unavailable if target.handover_timeout else 0,
             ),
             result,
         )
@@ -629,6 +679,8 @@ class Executor:
             raise StartFailed(f"an instance of r{release.number} could not start: {first}", ())
 
     async def _start_one(self, target: ServiceTarget, release: Release, serial: int) -> str:
+        # resolved before anything is recorded: a secret that is gone starts nothing (law 5)
+        secret_values = self.secret_values(release)
         instance_id = self.store.new_instance_id(target.name)
         now = time.time()
         record = InstanceRecord(
@@ -659,6 +711,8 @@ class Executor:
             command=config.get("command"),
             env=dict(config.get("env") or {}),
             port=int(config.get("port", 8080)),
+            mounts=launch_mounts(config, serial),
+            secrets=secret_values,
         )
         try:
             observed = await self.driver.start(spec)

@@ -85,10 +85,8 @@ async def _probe_tcp(host: str, port: int, timeout: float) -> ProbeResult:
     except OSError as exc:
         return ProbeResult(False, f"port {port}: {exc.strerror or type(exc).__name__}")
     writer.close()
-    try:
+    with contextlib.suppress(OSError):
         await writer.wait_closed()
-    except OSError:
-        pass
     return ProbeResult(True, f"port {port} accepts connections")
 
 

@@ -18,6 +18,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -325,6 +326,73 @@ class RouteSpec(_Strict):
     host: str = Field(default="127.0.0.1", description="address the router binds")
 
 
+# Paths a volume may not cover: the runtime's own mounts, and where secrets are handed over.
+RESERVED_MOUNT_PATHS = ("/proc", "/dev", "/tmp", "/run/secrets")
+
+
+class VolumeSpec(_Strict):
+    """Persistent data that outlives every instance and release (law 4)."""
+
+    name: Name = Field(description="the volume's name, unique per service")
+    path: str = Field(description="absolute mount path inside the instance (read-write)")
+    single_writer: bool = Field(
+        default=False,
+        description="only one instance may mount it at a time: handed over stop-first",
+    )
+    per_instance: bool = Field(
+        default=False,
+        description="one volume per instance serial, following the serial across replacements",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _mount_path(cls, value: str) -> str:
+        if not value.startswith("/") or value.rstrip("/") == "":
+            raise ValueError(f"path must be an absolute path other than /, got {value!r}")
+        parts = value.strip("/").split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"path must be a plain absolute path (no //, . or ..), got {value!r}")
+        clean = "/" + "/".join(parts)
+        for reserved in RESERVED_MOUNT_PATHS:
+            if (
+                clean == reserved
+                or clean.startswith(reserved + "/")
+                or reserved.startswith(clean + "/")
+            ):
+                raise ValueError(
+                    f"path {value!r} clashes with {reserved}, which the runtime mounts itself"
+                )
+        return clean
+
+
+class SecretRef(_Strict):
+    """Where a secret's value comes from and how the instance gets it; never the value."""
+
+    from_: Literal["store", "env", "file"] = Field(
+        default="store",
+        alias="from",
+        description="`store` (`corral secret set`), `env` (a variable of corral's and the "
+        "agent's environment) or `file` (a file on this host)",
+    )
+    key: str | None = Field(
+        default=None,
+        description="the store's secret name or the variable (default: this secret's name); "
+        "for `from: file`, the path (relative to the spec file)",
+    )
+    as_: Literal["file", "env"] = Field(
+        default="file",
+        alias="as",
+        description="`file`: /run/secrets/NAME on a tmpfs, mode 0400 (the default); `env`: an "
+        "environment variable, visible in /proc/PID/environ and `docker inspect`",
+    )
+
+    @model_validator(mode="after")
+    def _file_has_path(self) -> SecretRef:
+        if self.from_ == "file" and not self.key:
+            raise ValueError("`from: file` needs `key:` the path of the file")
+        return self
+
+
 class ServiceSpec(_Strict):
     """A fleet: identical instances of one image behind one route."""
 
@@ -339,6 +407,9 @@ class ServiceSpec(_Strict):
         "(the local driver chooses a free host port and passes that instead)",
     )
     env: dict[EnvName, str] = Field(default_factory=dict)
+    secrets: dict[EnvName, SecretRef] = Field(
+        default_factory=dict, description="references only; values are injected at launch"
+    )
     health: HealthSpec = Field(default_factory=HealthSpec)
     route: RouteSpec | None = None
     strategy: Strategy = Field(default_factory=RollingStrategy)
@@ -346,6 +417,48 @@ class ServiceSpec(_Strict):
     drain_timeout: Duration = Field(
         default=10.0, description="longest wait for in-flight requests before stopping"
     )
+    volumes: list[VolumeSpec] = Field(
+        default_factory=list, description="named volumes mounted read-write (law 4)"
+    )
+    handover_timeout: Duration = Field(
+        default=3.0,
+        gt=0,
+        description="with a single_writer volume: how long the route holds new requests "
+        "while the old instance releases the volume and the new one starts",
+    )
+
+    # After replicas and strategy are validated, so both can be read from `info.data`.
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, value: list[VolumeSpec], info: ValidationInfo) -> list[VolumeSpec]:
+        names = [v.name for v in value]
+        paths = [v.path for v in value]
+        for seen in (names, paths):
+            twice = sorted({x for x in seen if seen.count(x) > 1})
+            if twice:
+                raise ValueError(f"{twice[0]!r} is used by two volumes: give each its own")
+        for a in paths:
+            for b in paths:
+                if b.startswith(a + "/"):
+                    raise ValueError(f"volume path {b!r} is inside volume path {a!r}")
+        strategy = info.data.get("strategy")
+        kind = getattr(strategy, "type", "rolling")
+        replicas = info.data.get("replicas", 1)
+        for volume in value:
+            if not volume.single_writer:
+                continue
+            if kind != "rolling":
+                raise ValueError(
+                    f"single_writer volume {volume.name!r} is handed over stop-first, which "
+                    f"{kind} cannot do (it runs old and new instances side by side): use the "
+                    "rolling strategy, or drop single_writer and use `per_instance: true`"
+                )
+            if not volume.per_instance and isinstance(replicas, int) and replicas > 1:
+                raise ValueError(
+                    f"single_writer volume {volume.name!r} is shared by {replicas} replicas: "
+                    "use `per_instance: true` (one volume per instance serial) or replicas: 1"
+                )
+        return value
 
 
 class Spec(_Strict):

@@ -32,6 +32,7 @@ from corral.state.records import (
     JournalStatus,
     LockInfo,
     Release,
+    SecretVersion,
     ServiceRecord,
 )
 
@@ -214,6 +215,7 @@ class _EnvData:
     applies: dict[str, ApplyRecord] = field(default_factory=dict)
     lock: LockInfo | None = None
     agent: AgentRecord | None = None
+    secrets: dict[str, list[SecretVersion]] = field(default_factory=dict)
 
 
 class MemoryBackend:
@@ -506,6 +508,39 @@ class InMemoryStateStore:
             agent = self._data.agent
             if agent is not None and agent.agent_id == agent_id:
                 self._data.agent = None
+
+    # secrets
+
+    def put_secret(
+        self, name: str, ciphertext: str, key_id: str, *, created_by: str, keep: int = 10
+    ) -> SecretVersion:
+        with self._backend.mutex:
+            record = SecretVersion(
+                name=name,
+                version=self._next(f"secret:{name}"),
+                ciphertext=ciphertext,
+                key_id=key_id,
+                created_at=self._clock(),
+                created_by=created_by,
+            )
+            kept = [*self._data.secrets.get(name, []), record]
+            self._data.secrets[name] = kept[-max(keep, 1) :]
+            return record
+
+    def get_secret(self, name: str, version: int | None = None) -> SecretVersion | None:
+        with self._backend.mutex:
+            kept = self._data.secrets.get(name, [])
+            if version is None:
+                return kept[-1] if kept else None
+            return next((r for r in kept if r.version == version), None)
+
+    def list_secrets(self) -> list[SecretVersion]:
+        with self._backend.mutex:
+            return [r for name in sorted(self._data.secrets) for r in self._data.secrets[name]]
+
+    def delete_secret(self, name: str) -> int:
+        with self._backend.mutex:
+            return len(self._data.secrets.pop(name, []))
 
     def close(self) -> None:
         """Nothing to release: the data lives as long as its backend."""

@@ -18,6 +18,7 @@ from corral.state.records import (
     JournalEntry,
     LockInfo,
     Release,
+    SecretVersion,
     ServiceRecord,
 )
 
@@ -111,5 +112,20 @@ class StateStore(Protocol):
     def register_agent(self, record: AgentRecord) -> None: ...
     def get_agent(self) -> AgentRecord | None: ...
     def clear_agent(self, agent_id: str) -> None: ...  # only if it is still that agent
+
+    # secrets: ciphertext only, the last `keep` versions per name (law 5)
+    def put_secret(
+        self, name: str, ciphertext: str, key_id: str, *, created_by: str, keep: int = 10
+    ) -> SecretVersion:
+        """Store a new version (numbered past every earlier one, even deleted ones) and drop
+        all but the newest `keep` versions of `name`."""
+        ...
+
+    def get_secret(self, name: str, version: int | None = None) -> SecretVersion | None:
+        """That version, or the newest when `version` is None."""
+        ...
+
+    def list_secrets(self) -> list[SecretVersion]: ...  # every kept version, by name, version
+    def delete_secret(self, name: str) -> int: ...  # every version; how many there were
 
     def close(self) -> None: ...

@@ -8,6 +8,21 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class SecretVersion:
+    """One stored version of a secret: only ciphertext, never the value (law 5).
+
+    `key_id` names the key it was encrypted with (a keyed hash, not the key), so a wrong key
+    is told apart from a damaged record. Versions are numbered per name and never reused."""
+
+    name: str
+    version: int
+    ciphertext: str
+    key_id: str
+    created_at: float
+    created_by: str
+
+
+@dataclass(frozen=True)
 class Release:
     """An immutable (image digest, config hash) of a service, numbered r1, r2, … (law 3)."""
 

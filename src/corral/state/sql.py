@@ -83,6 +83,7 @@ from corral.state.records import (
     JournalStatus,
     LockInfo,
     Release,
+    SecretVersion,
     ServiceRecord,
 )
 
@@ -225,6 +226,19 @@ agents = Table(
     Column("socket", Text, nullable=False),
     Column("started_at", Double, nullable=False),
     Column("heartbeat_at", Double, nullable=False),
+)
+
+# Revision 0003: secret versions, ciphertext only (law 5); the key never comes here.
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("env", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("ciphertext", Text, nullable=False),
+    Column("key_id", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("created_by", Text, nullable=False),
 )
 
 _SCHEMA_KEY = "corral:schema"
@@ -759,6 +773,44 @@ class SqlStateStore:
             conn.execute(
                 delete(agents).where((agents.c.env == self.env) & (agents.c.agent_id == agent_id))
             )
+
+    # secrets
+
+    def put_secret(
+        self, name: str, ciphertext: str, key_id: str, *, created_by: str, keep: int = 10
+    ) -> SecretVersion:
+        with self._writing() as conn:
+            record = SecretVersion(
+                name=name,
+                version=self._next(conn, f"secret:{name}"),
+                ciphertext=ciphertext,
+                key_id=key_id,
+                created_at=self._clock(),
+                created_by=created_by,
+            )
+            conn.execute(insert(secrets).values(env=self.env, **_columns(record)))
+            mine = (secrets.c.env == self.env) & (secrets.c.name == name)
+            conn.execute(delete(secrets).where(mine & (secrets.c.version <= record.version - keep)))
+            return record
+
+    def get_secret(self, name: str, version: int | None = None) -> SecretVersion | None:
+        query = select(secrets).where((secrets.c.env == self.env) & (secrets.c.name == name))
+        if version is not None:
+            query = query.where(secrets.c.version == version)
+        with self._reading() as conn:
+            row = conn.execute(query.order_by(secrets.c.version.desc()).limit(1)).first()
+        return _record(SecretVersion, row) if row is not None else None
+
+    def list_secrets(self) -> list[SecretVersion]:
+        query = select(secrets).where(secrets.c.env == self.env)
+        with self._reading() as conn:
+            rows = conn.execute(query.order_by(secrets.c.name, secrets.c.version)).all()
+        return [_record(SecretVersion, r) for r in rows]
+
+    def delete_secret(self, name: str) -> int:
+        with self._writing() as conn:
+            mine = (secrets.c.env == self.env) & (secrets.c.name == name)
+            return int(conn.execute(delete(secrets).where(mine)).rowcount)
 
     def close(self) -> None:
         self._engine.dispose()
