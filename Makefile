@@ -4,12 +4,16 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := bubblewrap python3 busybox-static docker.io postgresql aide chromium wrk hey haproxy nginx-light
+# what the demo needs; the tests add the engines they run against; the benches their peers
+DEMO_PACKAGES  := bubblewrap python3
+TEST_PACKAGES  := $(DEMO_PACKAGES) busybox-static docker.io postgresql aide chromium
+BENCH_PACKAGES := $(TEST_PACKAGES) wrk hey haproxy nginx-light
+PACKAGES ?= $(DEMO_PACKAGES)
 
 .PHONY: demo test test-fast lint deps venv bench clean
 
 deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -29,10 +33,12 @@ demo: venv
 	$(BIN)/python scripts/demo.py
 
 test: venv
+	@$(MAKE) --no-print-directory deps PACKAGES="$(TEST_PACKAGES)"
 	@scripts/ensure_docker.sh
 	$(BIN)/pytest -q
 
 test-fast: venv
+	@$(MAKE) --no-print-directory deps PACKAGES="$(TEST_PACKAGES)"
 	$(BIN)/pytest -q -n 4 -m "not docker and not slow"
 
 lint: venv
@@ -41,6 +47,8 @@ lint: venv
 	$(BIN)/mypy
 
 bench: venv
+	@$(MAKE) --no-print-directory deps PACKAGES="$(BENCH_PACKAGES)"
+	@scripts/ensure_docker.sh
 	$(BIN)/python bench/rollout_local.py
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/plan_scale.py
