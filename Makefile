@@ -39,7 +39,7 @@ test: venv
 
 test-fast: venv
 	@$(MAKE) --no-print-directory deps PACKAGES="$(TEST_PACKAGES)"
-	$(BIN)/pytest -q -n 4 -m "not docker and not slow"
+	$(BIN)/pytest -q -n 4 -m "not docker and not browser and not slow"
 
 lint: venv
 	$(BIN)/ruff check src tests bench scripts

@@ -24,6 +24,7 @@ ARGS = [
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium"),
 ]
 
