@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.agent.runtime import build_driver, image_store, open_store
+from corral.errors import UsageError
 from corral.images.lifecycle import deployable
 from corral.images.model import ImageRef
 from corral.images.recipes import bake_images
@@ -24,6 +25,7 @@ from corral.plan.model import ActionKind, DesiredService, Plan
 from corral.releases import config_hash, release_config
 from corral.secrets.resolve import spec_secrets
 from corral.spec.load import LoadedSpec, load_spec
+from corral.spec.model import Spec
 from corral.state.protocol import StateStore
 from corral.volumes import check_volume_paths, handover_timeout
 
@@ -51,6 +53,20 @@ class Context:
         return self.loaded.project
 
     @property
+    def spec(self) -> Spec:
+        """The spec as this environment sees it (its `environments:` entry applied)."""
+        spec = self.loaded.spec
+        if spec.environments and self.environment not in spec.environments:
+            where = self.loaded.position(("environments",), key=True)
+            line = f":{where[0]}" if where else ""
+            raise UsageError(
+                f"{self.loaded.path}{line}: environment {self.environment!r} is not declared "
+                "under `environments:`",
+                hint=f"Pass -e with one of: {', '.join(spec.environments)} (or declare it).",
+            )
+        return spec.for_environment(self.environment)
+
+    @property
     def store(self) -> StateStore:
         if self._store is None:
             self._store = open_store(self.home, self.project, self.environment, self.state)
@@ -59,7 +75,7 @@ class Context:
     @property
     def state(self) -> str | None:
         """The state URL: $CORRAL_STATE_URL, else the spec's `state:`, else None (SQLite)."""
-        return self.state_url or os.environ.get("CORRAL_STATE_URL") or self.loaded.spec.state
+        return self.state_url or os.environ.get("CORRAL_STATE_URL") or self.spec.state
 
     def close(self) -> None:
         if self._store is not None:
@@ -118,7 +134,9 @@ def desired_services(ctx: Context, refs: dict[str, ImageRef]) -> list[DesiredSer
 
 
 def observe(ctx: Context) -> list[Any]:
-    driver = build_driver(ctx.home, ctx.project, ctx.environment, ctx.loaded.spec.driver)
+    driver = build_driver(
+        ctx.home, ctx.project, ctx.environment, ctx.spec.driver, ctx.spec.driver_settings()
+    )
     return asyncio.run(driver.observe())
 
 

@@ -71,7 +71,7 @@ def test_the_duration_pattern_accepts_what_the_loader_accepts(text: str) -> None
         {"services": {"web": {"image": "app", "env": {"BAD-NAME": "x"}}}},
         {"services": {"web": {"replicas": 1}}},  # image is required
         {"images": {"app": {"copy": [{"src": "a"}]}}},  # dest is required
-        {"driver": "swarm"},  # not a driver corral has yet
+        {"driver": "nomad"},  # not a driver corral has
     ],
 )
 def test_the_schema_rejects_bad_specs(fragment: dict[str, Any]) -> None:

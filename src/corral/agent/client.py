@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,11 +30,19 @@ _ERRORS: dict[str, type[CorralError]] = {
 
 
 class AgentClient:
-    def __init__(self, home: Home, project: str, environment: str, driver: str = "local") -> None:
+    def __init__(
+        self,
+        home: Home,
+        project: str,
+        environment: str,
+        driver: str = "local",
+        driver_settings: dict[str, Any] | None = None,
+    ) -> None:
         self.home = home
         self.project = project
         self.environment = environment
         self.driver = driver  # what an agent started by this client runs instances with
+        self.driver_settings = driver_settings or {}  # e.g. the swarm's manager and nodes
         self.socket = home.agent_socket(project, environment)
         self._client: httpx.Client | None = None
 
@@ -87,6 +96,8 @@ class AgentClient:
         ]  # fmt: skip
         if state_url:
             command += ["--state-url", state_url]
+        if self.driver_settings:
+            command += ["--driver-settings", json.dumps(self.driver_settings, sort_keys=True)]
         with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
             process = subprocess.Popen(
                 command,

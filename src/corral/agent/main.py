@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -116,8 +118,11 @@ async def run(
     args: list[str],
     driver_name: str = "local",
     ui: tuple[str, int] | None = None,
+    driver_settings: dict[str, Any] | None = None,
 ) -> int:
-    store, driver, router = build_runtime(home, project, environment, state_url, driver_name)
+    store, driver, router = build_runtime(
+        home, project, environment, state_url, driver_name, driver_settings
+    )
     agent = Agent(
         home=home,
         project=project,
@@ -200,7 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", required=True)
     parser.add_argument("--env", required=True)
     parser.add_argument("--state-url", default=None)
-    parser.add_argument("--driver", default="local", choices=["local", "docker"])
+    parser.add_argument(
+        "--driver", default="local", choices=["local", "docker", "swarm", "kubernetes"]
+    )
+    parser.add_argument(
+        "--driver-settings", default="", help="the driver's spec settings, as JSON (swarm: …)"
+    )
     parser.add_argument(
         "--ui-port",
         type=int,
@@ -236,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.state_url:
         own_args += ["--state-url", args.state_url]
     own_args += ["--driver", args.driver]  # a successor (agent restart) runs the same driver
+    if args.driver_settings:
+        own_args += ["--driver-settings", args.driver_settings]
+    settings = json.loads(args.driver_settings) if args.driver_settings else None
     ui = (args.ui_host, args.ui_port) if args.ui_port else None
     if ui:
         own_args += ["--ui-port", str(args.ui_port), "--ui-host", args.ui_host]
-    return asyncio.run(run(home, args.project, args.env, args.state_url, own_args, args.driver, ui))
+    return asyncio.run(
+        run(home, args.project, args.env, args.state_url, own_args, args.driver, ui, settings)
+    )

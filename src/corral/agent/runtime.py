@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from corral.drivers.local import LocalDriver
 from corral.drivers.protocol import Driver, ImageRuntime
+from corral.drivers.registry import create_driver
 from corral.images.store import ImageStore
 from corral.paths import Home
 from corral.router.proxy import EmbeddedRouter
@@ -25,12 +28,28 @@ def image_store(home: Home) -> ImageStore:
     return ImageStore(home.images)
 
 
-def build_driver(home: Home, project: str, environment: str, driver: str = "local") -> Driver:
+def build_driver(
+    home: Home,
+    project: str,
+    environment: str,
+    driver: str = "local",
+    settings: dict[str, Any] | None = None,
+) -> Driver:
+    """The driver called `driver`, with its spec settings (`swarm:`, `kubernetes:`)."""
     images = image_store(home)
     if driver == "docker":  # imported here: the docker SDK is an optional dependency
         from corral.drivers.docker import DockerDriver
 
         return DockerDriver(home.root, project, environment, images)
+    if driver in ("swarm", "kubernetes"):
+        return create_driver(
+            driver,
+            home=home.root,
+            project=project,
+            environment=environment,
+            images=images,
+            settings=settings or {},
+        )
 
     def resolve(digest: str) -> ImageRuntime:
         info = images.info(digest)
@@ -46,8 +65,13 @@ def build_driver(home: Home, project: str, environment: str, driver: str = "loca
 
 
 def build_runtime(
-    home: Home, project: str, environment: str, state_url: str | None, driver: str = "local"
+    home: Home,
+    project: str,
+    environment: str,
+    state_url: str | None,
+    driver: str = "local",
+    settings: dict[str, Any] | None = None,
 ) -> tuple[StateStore, Driver, EmbeddedRouter]:
-    built = build_driver(home, project, environment, driver)  # before the store: may refuse
+    built = build_driver(home, project, environment, driver, settings)  # may refuse: first
     store = open_store(home, project, environment, state_url)
     return store, built, EmbeddedRouter()

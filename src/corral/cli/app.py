@@ -51,7 +51,8 @@ app.add_typer(volume_cmd.app, name="volume")
 
 
 def _client(ctx: Context) -> AgentClient:
-    return AgentClient(ctx.home, ctx.project, ctx.environment, ctx.loaded.spec.driver)
+    spec = ctx.spec
+    return AgentClient(ctx.home, ctx.project, ctx.environment, spec.driver, spec.driver_settings())
 
 
 def _holder(message: str) -> dict[str, Any]:

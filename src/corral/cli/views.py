@@ -292,7 +292,9 @@ def print_logs(
 
     from corral.agent.runtime import build_driver
 
-    driver = build_driver(ctx.home, ctx.project, ctx.environment, ctx.loaded.spec.driver)
+    driver = build_driver(
+        ctx.home, ctx.project, ctx.environment, ctx.spec.driver, ctx.spec.driver_settings()
+    )
     pattern = re.compile(grep) if grep else None
     offsets: dict[str, int] = {}
 

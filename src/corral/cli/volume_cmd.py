@@ -30,7 +30,7 @@ app = typer.Typer(
 
 def volumes_of(ctx: Context) -> list[VolumeInfo]:
     """The volumes that exist for the project and environment, on the spec's driver."""
-    if ctx.loaded.spec.driver == "docker":
+    if ctx.spec.driver == "docker":
         from corral.drivers import docker_volumes
         from corral.drivers.docker_engine import connect
 
@@ -106,7 +106,7 @@ def rm(
                 f"deleting volume {name!r} destroys its data for good",
                 hint=f"run `corral volume rm {name} --yes` to confirm.",
             )
-        if ctx.loaded.spec.driver == "docker":
+        if ctx.spec.driver == "docker":
             from corral.drivers import docker_volumes
             from corral.drivers.docker_engine import connect
 

@@ -9,7 +9,7 @@ from corral.drivers.protocol import Driver
 from corral.errors import UsageError
 
 KNOWN_DRIVERS = ("local", "docker", "memory")
-PLANNED_DRIVERS = ("swarm", "kubernetes")
+PLANNED_DRIVERS = ("swarm", "kubernetes")  # each moves to KNOWN_DRIVERS when it lands
 
 
 def create_driver(name: str, **kwargs: Any) -> Driver:

@@ -461,6 +461,43 @@ class ServiceSpec(_Strict):
         return value
 
 
+DriverName = Literal["local", "docker", "swarm", "kubernetes"]
+
+
+class SwarmSettings(_Strict):
+    """Where the `swarm` driver finds its swarm (docs/drivers.md says how traffic reaches it)."""
+
+    manager: str | None = Field(
+        default=None,
+        description="Docker API address of a swarm manager (unix:///… or tcp://…); "
+        "default: DOCKER_HOST, else the local engine",
+    )
+    node_engines: list[str] = Field(
+        default_factory=list,
+        description="Docker API address of every node's engine: corral loads each image into "
+        "every one of them (no registry needed); default: the manager's engine only",
+    )
+
+
+class KubernetesSettings(_Strict):
+    """Where the `kubernetes` driver finds its cluster."""
+
+    namespace: Name = Field(default="default", description="namespace of every object corral makes")
+    kubeconfig: str | None = Field(
+        default=None, description="kubeconfig file; default: $KUBECONFIG, else ~/.kube/config"
+    )
+    context: str | None = Field(default=None, description="kubeconfig context; default: current")
+
+
+class EnvironmentSpec(_Strict):
+    """What differs in one environment (`corral -e NAME`); unset fields are the spec's own."""
+
+    driver: DriverName | None = None
+    state: str | None = Field(default=None, description="this environment's state store URL")
+    swarm: SwarmSettings | None = None
+    kubernetes: KubernetesSettings | None = None
+
+
 class Spec(_Strict):
     """The whole `corral.yaml`."""
 
@@ -473,10 +510,39 @@ class Spec(_Strict):
         "$CORRAL_STATE_URL wins; default: SQLite under $CORRAL_HOME. Put no password here: "
         "use a ~/.pgpass file or PGPASSWORD",
     )
-    driver: Literal["local", "docker"] = Field(
+    driver: DriverName = Field(
         default="local",
-        description="where instances run: `local` (bubblewrap on this host) or `docker` "
-        "(containers on the Docker engine of DOCKER_HOST; needs `pip install 'corral[docker]'`)",
+        description="where instances run: `local` (bubblewrap on this host), `docker` "
+        "(containers on the Docker engine of DOCKER_HOST; needs `pip install 'corral[docker]'`), "
+        "`swarm` (services on a Docker swarm, see `swarm:`) or `kubernetes` (see `kubernetes:`)",
+    )
+    swarm: SwarmSettings | None = None
+    kubernetes: KubernetesSettings | None = None
+    environments: dict[Name, EnvironmentSpec] = Field(
+        default_factory=dict,
+        description="named environments (`corral -e NAME`), each overriding driver, state and "
+        "driver settings; when any is declared, -e must name one of them",
     )
     images: dict[Name, ImageSpec] = Field(default_factory=dict)
     services: dict[Name, ServiceSpec] = Field(default_factory=dict)
+
+    def for_environment(self, name: str) -> Spec:
+        """This spec as environment `name` sees it: its overrides applied over the top level.
+
+        Raises KeyError for an environment the spec does not declare (when it declares any)."""
+        if not self.environments:
+            return self
+        override = self.environments[name]
+        changes = {
+            field: value
+            for field in ("driver", "state", "swarm", "kubernetes")
+            if (value := getattr(override, field)) is not None
+        }
+        return self.model_copy(update=changes)
+
+    def driver_settings(self) -> dict[str, Any]:
+        """The chosen driver's own settings (JSON-able), as the agent is given them."""
+        settings = (
+            getattr(self, self.driver, None) if self.driver in ("swarm", "kubernetes") else None
+        )
+        return settings.model_dump() if settings is not None else {}
