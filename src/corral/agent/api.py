@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from corral import __version__
 from corral.agent.controller import Agent
+from corral.agent.logtail import MAX_TAIL, service_logs
+from corral.agent.verdicts import VerdictBook
+from corral.api_schema import EventsView, EventView, LogTail, RolloutView, StatusView
 from corral.errors import CorralError, LockedError
 
 
@@ -83,8 +85,8 @@ def create_app(agent: Agent, *, on_stop: Any = None, on_restart: Any = None) -> 
         return Response(agent.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/status")
-    async def status() -> dict[str, Any]:
-        return agent.status()
+    async def status() -> StatusView:
+        return StatusView.model_validate(agent.status())
 
     @app.post("/v1/applies", status_code=202)
     async def submit(request: ApplyRequest) -> ApplyAccepted:
@@ -113,28 +115,31 @@ def create_app(agent: Agent, *, on_stop: Any = None, on_restart: Any = None) -> 
                 await asyncio.wait_for(agent.new_event.wait(), timeout=remaining)
 
     @app.get("/v1/events")
-    async def events(
-        after: int = 0, service: str | None = None, limit: int = 200
-    ) -> dict[str, Any]:
+    async def events(after: int = 0, service: str | None = None, limit: int = 200) -> EventsView:
         found = agent.store.list_events(service=service, after_seq=after, limit=limit)
-        return {"events": [_event_view(e) for e in found]}
+        return EventsView(events=[EventView.model_validate(e, from_attributes=True) for e in found])
 
     @app.get("/v1/logs/{service}")
-    async def logs(service: str, instance: str | None = None, tail: int = 100) -> dict[str, Any]:
-        lines = []
-        for record in agent.store.list_instances(service, include_gone=True):
-            if instance and record.id != instance:
-                continue
-            path = agent.driver.log_path(record.id)
-            if path is None or not Path(path).exists():
-                continue
-            for line in Path(path).read_text(errors="replace").splitlines()[-tail:]:
-                lines.append({"instance": record.id, "release": f"r{record.release}", "line": line})
-        return {"lines": lines[-tail * 4 :]}
+    async def logs(
+        service: str,
+        instance: str | None = None,
+        tail: Annotated[int, Query(ge=0, le=MAX_TAIL)] = 100,
+        cursor: Annotated[str | None, Query(max_length=100_000)] = None,
+    ) -> LogTail:
+        """The last `tail` lines of each instance (live ones and the latest replaced ones),
+        or, given the previous answer's `cursor`, only the lines written since (poll it)."""
+        return service_logs(
+            agent.store, agent.driver, service, instance=instance, lines=tail, cursor=cursor
+        )
+
+    verdicts = VerdictBook(agent.store)
 
     @app.get("/v1/rollouts/{service}")
-    async def rollout(service: str) -> dict[str, Any]:
-        return agent.rollout_view(service)
+    async def rollout(service: str) -> RolloutView:
+        """Step, weights, per-release figures, the analysis verdicts and the bake window."""
+        view = RolloutView.model_validate(agent.rollout_view(service))
+        view.analyses, view.bake = verdicts.view(service, view.apply_id)
+        return view
 
     @app.post("/v1/rollouts/{service}/{action}")
     async def steer(

@@ -240,7 +240,7 @@ def status(
     finally:
         ctx.close()
     if as_json:
-        _emit_json(data)
+        _emit_json(views.status_json(data))
     else:
         views.print_status(out, data)
 
@@ -251,14 +251,25 @@ def history(
     spec: SpecOption = Path("corral.yaml"),
     env: EnvOption = "dev",
     as_json: JsonOption = False,
+    diff: Annotated[
+        tuple[str, str] | None,
+        typer.Option("--diff", metavar="rA rB", help="what changed from release rA to rB"),
+    ] = None,
 ) -> None:
-    """The releases of a service, oldest first, and which one runs."""
+    """The releases of a service, oldest first, and which one runs; or the diff of two."""
+    from corral.release_diff import diff_of
+
     ctx = _ctx(spec, env)
     try:
-        data = views.history_data(ctx.store, service)
+        changes = diff_of(ctx.store, service, *diff) if diff else None
+        data = views.history_data(ctx.store, service) if changes is None else {}
     finally:
         ctx.close()
-    if as_json:
+    if changes is not None and as_json:
+        _emit_json(changes.model_dump(mode="json"))
+    elif changes is not None:
+        views.print_release_diff(out, changes)
+    elif as_json:
         _emit_json(data)
     else:
         views.print_history(out, data)
@@ -400,7 +411,7 @@ def rollout_status(
     while True:
         data = client.request("GET", f"/v1/rollouts/{service}")
         if as_json:
-            _emit_json(data)
+            _emit_json(views.rollout_json(data))
         else:
             views.print_rollout(out, data)
         if not watch or not data["running"] or time.monotonic() > deadline:

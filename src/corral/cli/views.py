@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from corral.api_schema import EventView, ReleaseDiff, RolloutView, StatusView
 from corral.engine import Context
 from corral.errors import CorralError, SpecError
 from corral.images.model import ImageRef
@@ -59,15 +60,18 @@ def print_plan(console: Console, text: str) -> None:
 
 
 def event_json(event: Event) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "ts": event.ts,
-        "kind": event.kind,
-        "service": event.service,
-        "message": event.message,
-        "actor": event.actor,
-        "data": event.data,
-    }
+    """The API's EventView (one schema for `events --json` and GET /v1/events)."""
+    return EventView.model_validate(event, from_attributes=True).model_dump(mode="json")
+
+
+def status_json(data: dict[str, Any]) -> dict[str, Any]:
+    """`status --json` is the API's StatusView, whether the agent or the state answered."""
+    return StatusView.model_validate(data).model_dump(mode="json")
+
+
+def rollout_json(data: dict[str, Any]) -> dict[str, Any]:
+    """`rollout status --json` is the API's RolloutView."""
+    return RolloutView.model_validate(data).model_dump(mode="json")
 
 
 _EVENT_STYLES = {
@@ -210,9 +214,15 @@ def print_rollout(console: Console, data: dict[str, Any]) -> None:
             else ("awaiting promotion" if data.get("awaiting_promotion") else "running")
         )
         weights = ", ".join(f"{k} {v}%" for k, v in (data.get("weights") or {}).items())
+        number, steps = data.get("step_number"), data.get("steps")
+        at = (
+            ("promotion, " if number > steps else f"step {number}/{steps}, ")
+            if number is not None and steps is not None
+            else ""
+        )
         console.print(
             f"[bold]{data['service']}[/] {data.get('strategy')} roll-out {state}: "
-            f"{data.get('step')}" + (f"  weights: {weights}" if weights else "")
+            f"{at}{data.get('step')}" + (f"  weights: {weights}" if weights else "")
         )
     table = Table(box=None, header_style="dim")
     for column in ("release", "instances", "ready", "requests", "error rate", "p99 ms"):
@@ -228,6 +238,17 @@ def print_rollout(console: Console, data: dict[str, Any]) -> None:
             str(entry.get("p99_ms") if entry.get("p99_ms") is not None else "-"),
         )
     console.print(table)
+    for window in data.get("analyses") or []:
+        colour = {"pass": "green", "fail": "red", "inconclusive": "yellow"}.get(window["result"])
+        why = f" — {window['detail']}" if window.get("detail") else ""
+        console.print(
+            f"  {window['phase']} of {window['release']}: [{colour or 'dim'}]{window['result']}[/]"
+            + Text(why).markup
+        )
+    bake = data.get("bake")
+    if bake and bake["result"] == "running":
+        left, window = bake["remaining_seconds"], bake["window"]
+        console.print(f"  bake window of {bake['release']}: {left:.0f}s left of {window:g}s")
 
 
 def history_data(store: StateStore, service: str) -> dict[str, Any]:
@@ -255,6 +276,22 @@ def history_data(store: StateStore, service: str) -> dict[str, Any]:
             for r in releases
         ],
     }
+
+
+def print_release_diff(console: Console, diff: ReleaseDiff) -> None:
+    console.print(f"[bold]{diff.service}[/] {diff.from_release} → {diff.to_release}")
+    image = diff.image
+    if image.changed:
+        console.print(f"  [yellow]~[/] image: {short(image.before)} → {short(image.after)}")
+    else:
+        console.print(f"  [dim]  image: {short(image.after)} (unchanged)[/]")
+    for change in diff.config:
+        mark = {"added": "[green]+[/]", "removed": "[red]-[/]", "changed": "[yellow]~[/]"}
+        before, after = change.before or "", change.after or ""
+        text = {"added": after, "removed": before, "changed": f"{before} → {after}"}
+        console.print(f"  {mark[change.change]} {change.key}: " + Text(text[change.change]).markup)
+    if not image.changed and not diff.config:
+        console.print("  [dim]no differences: the same image and config[/]")
 
 
 def print_history(console: Console, data: dict[str, Any]) -> None:

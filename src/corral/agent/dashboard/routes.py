@@ -7,6 +7,7 @@ names the token in `request.state.actor`; over the unix socket the body's `who` 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from functools import cache
@@ -14,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from corral.agent.controller import Agent
+from corral.api_schema import ReleaseDiff
+from corral.release_diff import diff_of
 
 PAGE = Path(__file__).with_name("index.html")
+FLEET_MAX_AGE = 0.25  # s: every open page polls each second; one state read serves them all
 
 
 class RollbackRequest(BaseModel):
@@ -54,9 +58,19 @@ def install(app: FastAPI, agent: Agent) -> None:
         # no caching: a restarted agent may serve a newer page
         return HTMLResponse(_page(), headers={"Cache-Control": "no-store"})
 
-    @router.get("/v1/fleet")
-    async def fleet() -> dict[str, Any]:
-        """`/v1/status` plus what the overview shows: driver, and each instance's age."""
+    recent: dict[str, Any] = {"at": -1.0, "body": b""}
+
+    @router.get("/v1/fleet", responses={200: {"content": {"application/json": {}}}})
+    async def fleet() -> Response:
+        """`/v1/status` plus what the overview shows: driver, and each instance's age.
+
+        At most FLEET_MAX_AGE s old: concurrent viewers share one read (and one encoding)."""
+        if time.monotonic() - recent["at"] > FLEET_MAX_AGE:
+            recent["body"] = json.dumps(fleet_view(), separators=(",", ":")).encode()
+            recent["at"] = time.monotonic()
+        return Response(recent["body"], media_type="application/json")
+
+    def fleet_view() -> dict[str, Any]:
         now = time.time()
         view = agent.status()
         created = {r.id: r.created_at for r in agent.store.list_instances()}
@@ -97,6 +111,12 @@ def install(app: FastAPI, agent: Agent) -> None:
                 for r in found
             ],
         }
+
+    @router.get("/v1/services/{service}/releases/{a}/diff/{b}")
+    async def release_diff(service: str, a: str, b: str) -> ReleaseDiff:
+        """What changed from release `a` to `b` (rN): image digest and config keys; a secret
+        shows only its reference and version, never its value."""
+        return diff_of(agent.store, service, a, b)
 
     @router.get("/v1/images")
     async def images() -> dict[str, Any]:

@@ -1,0 +1,189 @@
+"""The JSON shapes the agent's API serves and the CLI's `--json` prints: one schema for both.
+
+The API declares these as its response models (so they are in /openapi.json under
+`components/schemas`); the CLI builds or validates the same models before printing. Only
+pydantic here: the CLI imports this without FastAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# -- status (`corral status --json`, GET /v1/status) -----------------------------------------
+
+
+class InstanceView(BaseModel):
+    id: str
+    serial: int
+    release: str = Field(description="rN")
+    state: str = Field(description="pending, running, stopping, stopped or failed")
+    health: str = Field(description="ready, starting, dead, … ('unknown' without an agent)")
+    address: str | None
+    image: str | None = Field(description="image digest of the instance's release")
+
+
+class RolloutProgress(BaseModel):
+    """A roll-out under way; the strategy's own figures may add fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    apply_id: str | None = None
+    strategy: str | None = None
+    from_release: int | None = None
+    to_release: int | None = None
+    started_at: float | None = None
+    step: str | None = None
+    weights: dict[str, int] = Field(default_factory=dict)
+    awaiting_promotion: bool = False
+    paused: bool = False
+
+
+class ServiceView(BaseModel):
+    name: str
+    release: str | None = Field(description="the current release, rN")
+    desired: int
+    ready: int
+    route: str | None = Field(description="http://127.0.0.1:PORT when routed")
+    rollout: RolloutProgress | None
+    instances: list[InstanceView]
+
+
+class StatusView(BaseModel):
+    services: list[ServiceView]
+    agent: str | None = Field(
+        default=None,
+        description="'not running' when read from the state without an agent",
+        exclude_if=lambda value: value is None,  # the agent's own answer has no such key
+    )
+
+
+# -- events (`corral events --json`, GET /v1/events) -----------------------------------------
+
+
+class EventView(BaseModel):
+    seq: int
+    ts: float
+    kind: str
+    service: str | None
+    message: str
+    actor: str | None = Field(description="who acted: a user, an agent, or token:NAME")
+    data: dict[str, Any]
+
+
+class EventsView(BaseModel):
+    events: list[EventView]
+
+
+# -- roll-outs (`corral rollout status --json`, GET /v1/rollouts/{service}) ------------------
+
+
+class ReleaseFigures(BaseModel):
+    """One release behind the route: instances, and the router's counters since it started."""
+
+    instances: int = 0
+    ready: int = 0
+    requests: int | None = None
+    errors: int | None = None
+    error_rate: float | None = None
+    p99_ms: float | None = None
+
+
+class AnalysisThresholds(BaseModel):
+    min_requests: int | None = None
+    max_error_rate: float | None = None
+    max_p99_ms: float | None = None
+    compare_to_stable: bool | None = None
+    inconclusive: str | None = Field(default=None, description="pause or proceed")
+
+
+class AnalysisVerdict(BaseModel):
+    """One analysis window of the roll-out: running, or its verdict with the deciding figures."""
+
+    phase: str = Field(description="'analysis' (a canary step) or 'bake window'")
+    release: str = Field(description="the release judged, rN")
+    window: float = Field(description="seconds")
+    started_at: float
+    ends_at: float
+    result: Literal["running", "pass", "fail", "inconclusive"]
+    detail: str | None = Field(description="why, as the verdict's event says it")
+    figures: dict[str, float] = Field(
+        description="requests, errors, error_rate, p99_ms (stable_error_rate when compared)"
+    )
+    thresholds: AnalysisThresholds | None = Field(description="from the roll-out's strategy")
+
+
+class BakeWindow(BaseModel):
+    """The analysis that goes on after full promotion; it can still roll back."""
+
+    release: str
+    window: float
+    started_at: float
+    ends_at: float
+    remaining_seconds: float
+    result: Literal["running", "pass", "fail", "inconclusive"]
+
+
+class RolloutView(BaseModel):
+    service: str
+    running: bool
+    apply_id: str | None = None
+    strategy: str | None = None
+    step: str | None = None
+    step_number: int | None = Field(
+        default=None, description="canary: the spec step reached, from 1; steps + 1 = promotion"
+    )
+    steps: int | None = Field(default=None, description="canary: how many steps the spec has")
+    weights: dict[str, int] = Field(default_factory=dict)
+    awaiting_promotion: bool = False
+    paused: bool = False
+    releases: dict[str, ReleaseFigures]
+    analyses: list[AnalysisVerdict] = Field(
+        default_factory=list, description="this roll-out's analysis windows, oldest first"
+    )
+    bake: BakeWindow | None = None
+
+
+# -- release history ----------------------------------------------------------------------------
+
+
+class ConfigChange(BaseModel):
+    key: str = Field(description="flattened: env.GREETING, health.interval, secrets.db, …")
+    change: Literal["added", "removed", "changed"]
+    before: str | None = Field(description="JSON spelling; a secret shows only ref and version")
+    after: str | None
+
+
+class ImageChange(BaseModel):
+    before: str
+    after: str
+    changed: bool
+
+
+class ReleaseDiff(BaseModel):
+    """What differs between two releases of a service (law 5: never a secret's value)."""
+
+    service: str
+    from_release: str
+    to_release: str
+    image: ImageChange
+    config_hash_changed: bool
+    config: list[ConfigChange]
+
+
+# -- logs ---------------------------------------------------------------------------------------
+
+
+class LogLine(BaseModel):
+    instance: str
+    release: str
+    line: str
+
+
+class LogTail(BaseModel):
+    service: str
+    lines: list[LogLine]
+    cursor: str = Field(
+        description="pass back as `cursor` to get only the lines written since (polling)"
+    )
