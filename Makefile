@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # what the demo needs; the tests add the engines they run against; the benches their peers
 DEMO_PACKAGES  := bubblewrap python3
-TEST_PACKAGES  := $(DEMO_PACKAGES) busybox-static docker.io postgresql aide chromium
+TEST_PACKAGES  := $(DEMO_PACKAGES) busybox-static mmdebstrap docker.io postgresql aide chromium prometheus
 BENCH_PACKAGES := $(TEST_PACKAGES) wrk hey haproxy nginx-light
 PACKAGES ?= $(DEMO_PACKAGES)
 
@@ -39,7 +39,7 @@ test: venv
 
 test-fast: venv
 	@$(MAKE) --no-print-directory deps PACKAGES="$(TEST_PACKAGES)"
-	$(BIN)/pytest -q -n 4 -m "not docker and not browser and not slow"
+	$(BIN)/pytest -q -n 4 -m "not docker and not browser and not slow and not swarm"
 
 lint: venv
 	$(BIN)/ruff check src tests bench scripts

@@ -7,7 +7,8 @@ corral's recipe is `from: busybox` + `copy: files → /data/`; Docker's is `FROM
 busybox layer imported with `docker import`, then `ADD files/ /data/`. Three cases, each for
 both tools in the same run: cold (empty store, no cache: `docker build --no-cache`), warm
 (nothing changed) and one file changed. corral's bake is timed in-process (`bake_images`) and
-its CLI wall time (`corral bake`, a fresh process) is shown beside it. Three cold bakes must
+its CLI wall time (`corral bake`, a fresh process) is shown beside it; both include recording
+the image's SBOM (a CycloneDX document listing the 1,000 files). Three cold bakes must
 give one digest; Docker's three cold image IDs are shown as they come.
 
 Goals (corral / docker): cold <= 1.0, warm <= 0.3, one file changed <= 0.8. When no Docker

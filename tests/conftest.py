@@ -1,3 +1,3 @@
 """Fixtures every test module may use."""
 
-pytest_plugins = ["tests.conformance.pg_fixtures"]
+pytest_plugins = ["tests.conformance.pg_fixtures", "tests.swarm_fixtures"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from corral.agent.runtime import build_driver, image_store, open_store
 from corral.errors import UsageError
+from corral.exec_checks import refuse_exec_without_support
 from corral.images.lifecycle import deployable
 from corral.images.model import ImageRef
 from corral.images.recipes import bake_images
@@ -100,12 +101,15 @@ def bake_all(
     *,
     progress: Callable[[str, ImageRef], None] | None = None,
     update_bases: bool = False,
+    on_step: Callable[[str, str], None] | None = None,
 ) -> dict[str, ImageRef]:
     """Bake every image, bases first, with the bases pinned by corral.lock (images/recipes)."""
     store = image_store(ctx.home)
     images = ctx.loaded.spec.images
     base_dir = ctx.loaded.base_dir
-    return bake_images(store, images, base_dir, update_bases=update_bases, progress=progress).refs
+    return bake_images(
+        store, images, base_dir, update_bases=update_bases, progress=progress, on_step=on_step
+    ).refs
 
 
 def desired_services(ctx: Context, refs: dict[str, ImageRef]) -> list[DesiredService]:
@@ -137,6 +141,7 @@ def observe(ctx: Context) -> list[Any]:
     driver = build_driver(
         ctx.home, ctx.project, ctx.environment, ctx.spec.driver, ctx.spec.driver_settings()
     )
+    refuse_exec_without_support(ctx.loaded, ctx.spec, driver)  # exit 2 before anything starts
     return asyncio.run(driver.observe())
 
 

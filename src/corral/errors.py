@@ -12,7 +12,8 @@
     │   ├── BakeError                an image could not be baked
     │   ├── DriverError              the runtime failed to start/stop/observe an instance
     │   ├── StateError               the state store failed or holds something impossible
-    │   └── AgentError               the agent could not be reached or answered an error
+    │   ├── AgentError               the agent could not be reached or answered an error
+    │   └── MetricsError             a metrics provider (Prometheus) could not answer
     ├── LockedError (exit 3)         the lock is held by someone else (names the holder)
     └── DriftFound (exit 4)          the auditor found drift
 
@@ -142,6 +143,12 @@ class StateError(OperationFailed):
 
 class AgentError(OperationFailed):
     """The agent could not be reached, or answered with an error."""
+
+
+class MetricsError(OperationFailed):
+    """A metrics provider could not answer: unreachable, a bad query, no data of that shape.
+
+    An analysis that meets it is inconclusive (with this message), never a crash."""
 
 
 class LockedError(CorralError):

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from corral.spec.model import ServiceSpec
+from corral.spec.model import HealthSpec, ProbeSpec, ServiceSpec
 
 CONFIG_VERSION = 1
 
@@ -44,6 +44,17 @@ def release_config(
             "start_timeout": health.start_timeout,
             # fields added after v1 appear only when set, so existing hashes never change
             **({"tcp": True} if health.tcp else {}),
+            **({"exec": list(health.exec_)} if health.exec_ is not None else {}),
+            **(
+                {"failure_threshold": health.failure_threshold}
+                if health.failure_threshold != HealthSpec.model_fields["failure_threshold"].default
+                else {}
+            ),
+            **{
+                role: _probe_config(probe)
+                for role, probe in (("startup", health.startup), ("liveness", health.liveness))
+                if probe is not None
+            },
         },
         # sorted by path, so the order volumes are written in does not make a new release;
         # single_writer is how a roll-out hands a volume over, not what an instance sees
@@ -52,6 +63,23 @@ def release_config(
             for v in sorted(service.volumes, key=lambda v: v.path)
         ],
         "secrets": dict(sorted((secrets or {}).items())),
+    }
+
+
+def _probe_config(probe: ProbeSpec) -> dict[str, Any]:
+    """A startup or liveness check with every default resolved (new: no old hash to keep)."""
+    kind: dict[str, Any]
+    if probe.http is not None:
+        kind = {"http": {"path": probe.http.path, "status": probe.http.status}}
+    elif probe.tcp:
+        kind = {"tcp": True}
+    else:
+        kind = {"exec": list(probe.exec_ or [])}
+    return {
+        **kind,
+        "interval": probe.interval,
+        "timeout": probe.timeout,
+        "failure_threshold": probe.failure_threshold,
     }
 
 

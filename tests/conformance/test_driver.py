@@ -7,6 +7,7 @@ and kills whatever is left under its home even when it fails.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -19,7 +20,14 @@ import pytest
 
 from corral.drivers.local import BWRAP_MISSING, LocalDriver
 from corral.drivers.memory import InMemoryDriver, MemoryHost
-from corral.drivers.protocol import Driver, ImageRuntime, ObservedInstance, ObservedState
+from corral.drivers.protocol import (
+    EXEC_OUTPUT_LIMIT,
+    Driver,
+    Execs,
+    ImageRuntime,
+    ObservedInstance,
+    ObservedState,
+)
 from corral.drivers.registry import create_driver
 from corral.errors import DriverError, PrerequisiteError, UsageError
 from tests.conformance.docker_harness import DockerHarness, engine_unavailable
@@ -32,11 +40,15 @@ from tests.conformance.driver_fixtures import (
     http_get,
     processes_under,
 )
+from tests.conformance.swarm_harness import SwarmHarness
 
 HAS_BWRAP = shutil.which("bwrap") is not None
 needs_bwrap = pytest.mark.skipif(not HAS_BWRAP, reason=BWRAP_MISSING)
 NO_DOCKER = engine_unavailable()
 needs_docker = [pytest.mark.docker, pytest.mark.skipif(bool(NO_DOCKER), reason=str(NO_DOCKER))]
+needs_lightkube = pytest.mark.skipif(
+    importlib.util.find_spec("lightkube") is None, reason="pip install 'corral[kubernetes]'"
+)
 
 
 @pytest.fixture(
@@ -44,6 +56,8 @@ needs_docker = [pytest.mark.docker, pytest.mark.skipif(bool(NO_DOCKER), reason=s
         pytest.param("local", marks=needs_bwrap),
         "memory",
         pytest.param("docker", marks=needs_docker),
+        pytest.param("kubernetes", marks=needs_lightkube),
+        pytest.param("swarm", marks=[*needs_docker, pytest.mark.swarm]),
     ],
 )
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
@@ -52,6 +66,12 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         made = LocalHarness(tmp_path)
     elif request.param == "docker":
         made = DockerHarness(tmp_path)
+    elif request.param == "swarm":  # a real 3-node swarm, one per session
+        made = SwarmHarness(tmp_path, request.getfixturevalue("swarm_lab"))
+    elif request.param == "kubernetes":
+        from tests.conformance.kube_harness import KubeHarness
+
+        made = KubeHarness(tmp_path)
     else:
         made = MemoryHarness()
     try:
@@ -106,7 +126,9 @@ async def test_started_instance_is_observed_running_with_its_labels(harness: Har
     assert seen.state is ObservedState.RUNNING
     assert (seen.service, seen.serial, seen.release) == ("web", 2, 3)
     assert seen.image_digest == spec.image_digest
-    assert seen.address is not None and seen.address.startswith("127.0.0.1:")
+    # on this host; a swarm's instances listen on their node's address
+    assert seen.address is not None
+    assert seen.address.startswith(getattr(harness, "address_prefix", "127.0.0.1:"))
     assert seen.address == started.address
     assert seen.driver_ref == started.driver_ref != ""
     assert seen.exit_code is None
@@ -141,6 +163,14 @@ async def test_a_crash_is_observed_as_exited(harness: Harness) -> None:
     started = await driver.start(harness.spec("web-1"))
     await harness.crash(driver, started)
 
+    if harness.kind == "swarm":  # Swarm restarts it: pending, then running again
+        seen = await wait_state(driver, "web-1", ObservedState.PENDING)
+        assert seen.exit_code == 137 and seen.address is None
+        back = await wait_state(driver, "web-1", ObservedState.RUNNING)
+        assert await http_get(back.address or "", "/") == "web-1"
+        await driver.stop("web-1", grace=1)
+        await driver.forget("web-1")
+        return
     seen = await wait_state(driver, "web-1", ObservedState.EXITED)
     assert seen.exit_code == 137
     await driver.stop("web-1", grace=1)  # stopping what already died is fine
@@ -180,7 +210,7 @@ async def test_a_new_driver_adopts_instances_started_by_a_previous_one(
     seen = await wait_state(driver, "web-1", ObservedState.RUNNING)
     if harness.kind == "local":
         assert psutil.Process(bwrap_pid(seen)).status() != psutil.STATUS_ZOMBIE  # all of it lives
-    if harness.kind in ("local", "docker"):
+    if harness.kind in ("local", "docker", "swarm"):
         assert await http_get(seen.address or "", "/") == "web-1"
     await driver.stop("web-1", grace=5)
     assert (await observed_by_id(driver))["web-1"].state is ObservedState.EXITED
@@ -193,7 +223,7 @@ async def test_a_start_that_fails_raises_and_leaves_nothing(harness: Harness) ->
     driver = harness.driver(startup_check=5.0)
     with pytest.raises(DriverError) as failure:
         await driver.start(harness.failing_spec(driver, "web-1"))
-    if harness.kind in ("local", "docker"):
+    if harness.kind in ("local", "docker", "swarm", "kubernetes"):
         assert "boom" in str(failure.value)  # the log's last lines explain it
         assert "code 3" in str(failure.value)
     assert await driver.observe() == []
@@ -208,6 +238,59 @@ async def test_an_instance_id_is_never_started_twice(harness: Harness) -> None:
     assert list(seen) == ["web-1"]
     assert seen["web-1"].serial == 1
     assert seen["web-1"].state is ObservedState.RUNNING
+
+
+# -- exec: the optional capability, for the drivers that have it ------------------------------
+
+
+def execs(driver: Driver) -> Execs:
+    if driver.name == "kubernetes":
+        pytest.skip("kubernetes: exec needs the API's websocket upgrade; not supported yet")
+    assert isinstance(driver, Execs), f"the {driver.name} driver should run commands inside"
+    return driver
+
+
+async def test_exec_runs_a_command_and_reports_its_exit_code_and_output(harness: Harness) -> None:
+    driver = harness.driver()
+    await driver.start(harness.spec("web-1"))
+
+    done = await execs(driver).exec("web-1", ["echo", "hello", "there"], timeout=10)
+    assert (done.exit_code, done.output.strip(), done.timed_out) == (0, "hello there", False)
+    failed = await execs(driver).exec("web-1", ["cat", "/no/such/file"], timeout=10)
+    assert failed.exit_code != 0 and not failed.timed_out
+    missing = await execs(driver).exec("web-1", ["no-such-command-xyz"], timeout=10)
+    assert missing.exit_code != 0
+
+
+async def test_exec_is_killed_at_its_timeout(harness: Harness) -> None:
+    driver = harness.driver()
+    await driver.start(harness.spec("web-1"))
+    done = await execs(driver).exec("web-1", ["sleep", "30"], timeout=0.5)
+    assert done.timed_out and done.exit_code == 124
+
+
+async def test_exec_output_is_truncated_and_secret_values_redacted(harness: Harness) -> None:
+    driver = harness.driver()
+    secret = "s3cr3t-value-42"
+    await driver.start(harness.spec("web-1", secrets={"API_TOKEN": (secret, "env")}))
+
+    env = await execs(driver).exec("web-1", ["env"], timeout=10)
+    assert env.exit_code == 0
+    assert secret not in env.output and "API_TOKEN=***" in env.output
+    long = await execs(driver).exec("web-1", ["echo", "x" * (3 * EXEC_OUTPUT_LIMIT)], timeout=10)
+    assert long.exit_code == 0
+    assert len(long.output.encode()) <= EXEC_OUTPUT_LIMIT + len(" [truncated]")
+    assert long.output.endswith("[truncated]")
+
+
+async def test_exec_in_an_instance_that_does_not_run_raises(harness: Harness) -> None:
+    driver = harness.driver()
+    await driver.start(harness.spec("web-1"))
+    await driver.stop("web-1", grace=5)
+    with pytest.raises(DriverError, match="not running"):
+        await execs(driver).exec("web-1", ["echo", "hi"], timeout=5)
+    with pytest.raises(DriverError, match="not running"):
+        await execs(driver).exec("never-started", ["echo", "hi"], timeout=5)
 
 
 # -- local: what only real processes show -------------------------------------------------------
@@ -442,9 +525,8 @@ def test_registry_builds_drivers_by_name(tmp_path: Path) -> None:
         assert local.name == "local"
 
 
-@pytest.mark.parametrize("name", ["swarm", "kubernetes", "bogus"])
+@pytest.mark.parametrize("name", ["bogus", "Kubernetes"])
 def test_registry_refuses_unknown_drivers_and_names_the_known_ones(name: str) -> None:
     with pytest.raises(UsageError) as failure:
         create_driver(name)
-    assert "local, docker, memory" in str(failure.value)
-    assert "kubernetes come later" in str(failure.value)
+    assert "local, docker, swarm, kubernetes, memory" in str(failure.value)

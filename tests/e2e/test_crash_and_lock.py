@@ -101,18 +101,22 @@ def test_second_apply_of_another_change_is_locked_and_the_same_change_attaches(
 ) -> None:
     fleet.ok("apply")
     fleet.edit_spec("http: {path: /healthz}", "http: {path: /slow-never}")
-    fleet.edit_spec("start_timeout: 10s", "start_timeout: 4s")
+    # health never passes within the test: the roll-out holds the lock until it is aborted
+    fleet.edit_spec("start_timeout: 10s", "start_timeout: 120s")
     first = fleet.popen("apply", "-m", "first change")
     wait_for(lambda: json.loads(fleet.ok("lock", "status", "--json").stdout)["locked"])
     same = fleet.popen("apply")  # same desired state: attaches and ends like the first
-    time.sleep(1.0)
+    assert same.stderr is not None
+    same_err = wait_for(lambda: (line := same.stderr.readline()) and "Attached" in line and line)
     fleet.edit_spec("GREETING: hello", "GREETING: other")
     other = fleet.run("apply")
     assert other.returncode == 3, other.stdout + other.stderr
     assert "first change" in other.stderr and "corral apply" in other.stderr
+    fleet.edit_spec("GREETING: other", "GREETING: hello")
+    fleet.ok("rollout", "abort", "web")
     first.communicate(timeout=60)
-    _, same_err = same.communicate(timeout=60)
-    assert first.returncode == 1  # rolled back: /slow-never never answers 200
+    same.communicate(timeout=60)
+    assert first.returncode == 1  # aborted and rolled back
     assert same.returncode == 1 and "Attached" in same_err
     assert json.loads(fleet.ok("lock", "status", "--json").stdout)["locked"] is False
 

@@ -121,6 +121,16 @@ def test_bake_promote_deploy_revoke_gc(cli: Cli) -> None:
     assert gc["removed_images"] == []  # the old web is in prod and used by r1
     assert "ok" in cli.ok("image", "verify")
 
+    # A saved plan is checked again at apply: an image revoked in between is refused.
+    v2 = next(i for i in images_json(cli) if i["name"] == "web" and i["current"])["digest"]
+    cli.ok("image", "promote", f"web@{v2}", "--to", "staging")
+    cli.ok("image", "promote", f"web@{v2}", "--to", "prod")
+    cli.ok("plan", "--out", "saved.plan")
+    cli.ok("image", "revoke", str(v2), "--reason", "bad v2")
+    late = cli.run("apply", "saved.plan")
+    assert late.returncode == 2 and "revoked: bad v2" in late.stderr
+    assert httpx.get(f"http://127.0.0.1:{cli.port}/", timeout=5).text == "<h1>v1</h1>\n"
+
 
 def test_bake_check_and_export_import(cli: Cli, tmp_path: Path) -> None:
     cli.ok("bake")
@@ -136,6 +146,12 @@ def test_bake_check_and_export_import(cli: Cli, tmp_path: Path) -> None:
         cli.ok("image", "import", str(tmp_path / "web.tar"), "--json", home=other)
     )
     assert imported["images"] == [{"name": "web", "digest": web["digest"]}]
+    sbom = json.loads(cli.ok("image", "sbom", "web", home=other))  # came with the image
+    assert sbom["bomFormat"] == "CycloneDX"
+    purls = [c.get("purl", "") for c in sbom["components"]]
+    assert any(p.startswith("pkg:deb/debian/busybox-static@") for p in purls)  # from its base
+    listed = next(c for c in sbom["components"] if c["name"] == "files")["components"]
+    assert "/www/index.html" in {f["name"] for f in listed}
 
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
         return  # no engine here: the archive's layout is checked by the unit tests

@@ -400,7 +400,7 @@ CASES = {
         13,
         "services.web.health",
         "expected a mapping of fields, got '5s'",
-        "fields: http, tcp, interval",
+        "fields: http, tcp, exec, interval",
     ),
     "an empty value": Case(
         "images: {app: {}}\nservices:\n  web:\n    image: app\n    stop_grace:\n",

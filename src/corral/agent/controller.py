@@ -22,7 +22,9 @@ from typing import Any
 import psutil
 
 from corral.agent.faults import FaultInjector
+from corral.agent.health_watch import HealthWatch
 from corral.agent.metrics import AgentMetrics
+from corral.agent.moves import Moves
 from corral.drivers.protocol import Driver, ObservedState
 from corral.errors import CorralError, LockedError, StalePlanError, UsageError
 from corral.inventory import recorded_services
@@ -32,7 +34,8 @@ from corral.rollout.analysis import Sample
 from corral.rollout.book import InstanceBook
 from corral.rollout.control import RolloutControl
 from corral.rollout.executor import Executor, RolloutResult, ServiceTarget
-from corral.rollout.health import HealthCheck, probe
+from corral.rollout.health import HealthCheck, bind_exec, probe
+from corral.rollout.progress import restore_weights
 from corral.router.protocol import Router
 from corral.secrets.crypto import SecretKey, load_key
 from corral.state.protocol import StateStore
@@ -40,6 +43,7 @@ from corral.state.records import (
     AgentRecord,
     ApplyRecord,
     ApplyStatus,
+    InstanceRecord,
     InstanceState,
     LockInfo,
     ServiceRecord,
@@ -50,7 +54,6 @@ log = logging.getLogger("corral.agent")
 LEASE_TTL = 15.0
 CRASH_LOOP_WINDOW = 10.0  # an instance that dies sooner after its start is crash-looping
 CRASH_LOOP_MAX_DELAY = 60.0
-LIVENESS_FAILURES = 3  # consecutive failed probes before a running instance is replaced
 AUDIT_EVERY_TICKS = 2  # tamper/drift audit (cheap thanks to the auditor's stat cache)
 
 
@@ -121,7 +124,22 @@ class Agent:
         self.heal_backoff: dict[str, tuple[int, float]] = {}  # service → (failures, not before)
         self._heals: dict[str, asyncio.Task[None]] = {}
         self._backing_off: dict[str, bool] = {}
-        self._liveness_failures: dict[str, int] = {}
+        # readiness and liveness of started instances, each check at its own interval
+        self.health_watch = HealthWatch(
+            book=self.book,
+            check_of=self._checks_of,
+            current=self.store.get_instance,
+            sync_routes=lambda service: self.executor(None).sync_routes(service),
+            emit=self.emit,
+            min_interval=tick,
+        )
+        self.moves = Moves(  # instances an engine (Swarm) restarts or moves by itself
+            store=self.store,
+            book=self.book,
+            check_of=self._checks_of,
+            sync_routes=lambda service: self.executor(None).sync_routes(service),
+            emit=self.emit,
+        )
         self._ticks = 0
         self._replacing: dict[str, bool] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -286,7 +304,7 @@ class Agent:
             if record.state is InstanceState.RUNNING and record.address:
                 release = self.store.get_release(record.service, record.release)
                 check = HealthCheck.from_config(release.config if release else {})
-                checks.append((record, check))
+                checks.append((record, bind_exec(check, self.driver, record.id)))
         results = await asyncio.gather(*(probe(r.address or "", c) for r, c in checks))
         for (record, _), outcome in zip(checks, results, strict=True):
             if record.id not in observed or observed[record.id].state is not ObservedState.RUNNING:
@@ -295,6 +313,7 @@ class Agent:
                 self.book.mark_ready(record.id, outcome.detail)
             else:
                 self.book.mark_unready(record.id, outcome.detail)
+        restore_weights(self.store, self.book)  # a canary at 50 % stays at 50 %
         for service in self.store.list_services():
             await self._ensure_route(service.name, service.settings)
             await self.executor(None).sync_routes(service.name)
@@ -328,14 +347,18 @@ class Agent:
 
     async def _supervise(self) -> None:
         """Watch instances; a dead one leaves routing at once (law 6)."""
-        while not self.stopping.is_set():
-            try:
-                await self._observe_once()
-                self._heartbeat()
-            except Exception:  # the supervisor must outlive any single bad tick
-                log.exception("supervisor tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=self.tick)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    await self._observe_once()
+                    self._heartbeat()
+                except Exception:  # the supervisor must outlive any single bad tick
+                    log.exception("supervisor tick failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=self.tick)
+        finally:
+            self.health_watch.close()  # its probes live and die with the supervisor
+            self.moves.close()
 
     async def _observe_once(self) -> None:
         observed = {o.instance_id: o for o in await self.driver.observe()}
@@ -344,6 +367,9 @@ class Agent:
             if record.state is not InstanceState.RUNNING:
                 continue
             seen = observed.get(record.id)
+            if self.moves.follow(record, seen):
+                touched.add(record.service)
+                continue
             if seen is None or seen.state is not ObservedState.RUNNING:
                 if record.id in self._exited_reported:
                     continue
@@ -367,39 +393,16 @@ class Agent:
         self._schedule_heals()
 
     async def _check_liveness(self) -> set[str]:
-        """Probe every ready instance; one that fails LIVENESS_FAILURES probes in a row is
-        taken out of routing and marked dead, so it is replaced (law 8)."""
-        records = [
-            r
-            for r in self.store.list_instances()
-            if r.state is InstanceState.RUNNING and r.id in self.book.ready and r.address
-        ]
-        checks = []
-        for record in records:
-            release = self.store.get_release(record.service, record.release)
-            checks.append(HealthCheck.from_config(release.config if release else {}))
-        results = await asyncio.gather(
-            *(probe(r.address or "", c) for r, c in zip(records, checks, strict=True))
-        )
-        touched: set[str] = set()
-        for record, outcome in zip(records, results, strict=True):
-            if outcome.ok:
-                self._liveness_failures.pop(record.id, None)
-                continue
-            failures = self._liveness_failures.get(record.id, 0) + 1
-            self._liveness_failures[record.id] = failures
-            if failures >= LIVENESS_FAILURES and record.id in self.book.ready:
-                self._liveness_failures.pop(record.id, None)
-                self.book.mark_dead(record.id, f"liveness failed: {outcome.detail}")
-                touched.add(record.service)
-                self.emit(
-                    "instance.unhealthy",
-                    f"{record.id} (r{record.release}) failed {failures} liveness probes "
-                    f"({outcome.detail}); out of routing, to be replaced",
-                    service=record.service,
-                    data={"instance": record.id, "release": record.release},
-                )
-        return touched
+        """Started instances are judged by the health watch (agent/health_watch.py): readiness
+        routes them, liveness (or, without one, readiness failing) makes them dead, replaced
+        by the heal below (law 8). Its verdicts act at once, so nothing is touched here."""
+        self.health_watch.sync(self.store.list_instances())
+        return set()
+
+    def _checks_of(self, record: InstanceRecord) -> HealthCheck:
+        release = self.store.get_release(record.service, record.release)
+        check = HealthCheck.from_config(release.config if release else {})
+        return bind_exec(check, self.driver, record.id)
 
     async def _audit(self) -> None:
         """Tampered or drifted instances are replaced from their release (law 8).

@@ -9,9 +9,9 @@ the router's hot path is not touched.
 Labels are names only (service, release, state, health, reason): never an env value, a secret
 or an evidence string (law 5).
 
-The router keeps bucket counts but no sum of latencies (it adds nothing on its hot path), so
-`corral_router_request_duration_seconds` has buckets only; use `histogram_quantile` on them and
-`corral_router_requests_total` for the count.
+`corral_router_request_duration_seconds` is a full histogram (`_bucket`, `_sum`, `_count`) of
+the responses backends delivered; `corral_router_requests_total` also counts the requests the
+router itself failed. Analysis through Prometheus (`rollout/prometheus.py`) queries these.
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ class _Snapshot(Collector):
         )
         latency = HistogramMetricFamily(
             "corral_router_request_duration_seconds",
-            "Backend response latency through the router (buckets only, no sum)",
+            "Backend response latency through the router",
             labels=["service", "release"],
         )
         for service in sorted(self.router.routes()):
@@ -263,7 +263,9 @@ class _Snapshot(Collector):
                     backend_5xx.add_metric(labels, figures.responses_5xx)
                     errors.add_metric(labels, figures.router_errors)
                     in_flight.add_metric(labels, figures.in_flight)
-                    latency.add_metric(labels, _cumulative(figures.latency_buckets), None)
+                    latency.add_metric(
+                        labels, _cumulative(figures.latency_buckets), figures.latency_sum_seconds
+                    )
         yield from (requests, backend_5xx, errors, failed, retries, in_flight, latency)
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from corral.agent.client import AgentClient
-from corral.cli import audit_cmd, images_cmd, secret_cmd, ui_cmd, views, volume_cmd
+from corral.cli import audit_cmd, export_cmd, images_cmd, secret_cmd, ui_cmd, views, volume_cmd
 from corral.cli.common import EnvOption, JsonOption, SpecOption, err, out
 from corral.cli.common import context as _ctx
 from corral.engine import (
@@ -48,6 +48,7 @@ app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(secret_cmd.app, name="secret")
 app.add_typer(ui_cmd.app, name="ui")
 app.add_typer(volume_cmd.app, name="volume")
+app.add_typer(export_cmd.app, name="export")
 
 
 def _client(ctx: Context) -> AgentClient:
@@ -111,8 +112,8 @@ def bake(
     if check:
         raise typer.Exit(images_cmd.bake_check(spec, as_json))
     ctx = _ctx(spec, "dev")
-    show = None if as_json else views.baked_line(err)
-    refs = bake_all(ctx, progress=show, update_bases=update_bases)
+    with images_cmd.BakeProgress(err, quiet=as_json) as shown:  # rich, on a terminal only
+        refs = bake_all(ctx, progress=shown.done, on_step=shown.step, update_bases=update_bases)
     if as_json:
         _emit_json({"images": [views.image_json(r) for r in refs.values()]})
 
@@ -174,6 +175,7 @@ def apply(
         if plan_file is not None:
             # a saved plan is only valid against the recorded state it was made from
             target["fingerprint"] = the_plan.state_fingerprint
+            images_cmd.refuse_revoked(target, ctx.home)  # revoked since the plan: exit 2
         client = _client(ctx)
         client.ensure(ctx.state)
         accepted = client.request(

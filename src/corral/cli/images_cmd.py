@@ -1,4 +1,4 @@
-"""`corral images` and `corral image …`: list, promote, revoke, gc, verify, export, import.
+"""`corral images` and `corral image …`: list, promote, revoke, gc, verify, export, import, sbom.
 
 Parse → call `corral.images` → render (human or --json). `images_app` is the listing (a group
 that runs its callback), `app` the verbs; cli/app.py registers both. `bake_check` is what
@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from corral.agent.runtime import image_store, open_store
 from corral.cli.common import JsonOption, SpecOption, out
 from corral.errors import BakeError, UsageError
-from corral.images import lifecycle
+from corral.images import lifecycle, sbom
 from corral.images.archive import export_bases, import_archive
 from corral.images.export import export_docker_archive
 from corral.images.lifecycle import ImageEntry
 from corral.images.lockfile import lock_path, read_lock
+from corral.images.model import ImageRef
 from corral.images.recipes import check_reproducible
 from corral.paths import Home
 from corral.spec.load import load_spec
@@ -212,6 +215,13 @@ def export(
     out.print(f"[green]✓[/] {name} {digest} → {output}")
 
 
+@app.command("sbom")
+def sbom_(ref: Annotated[str, typer.Argument(help="image name or sha256:…")]) -> None:
+    """Print an image's bill of materials (CycloneDX JSON): packages, versions, files."""
+    store = _store()
+    _emit(sbom.read(store, store.resolve(ref)))
+
+
 @app.command("import")
 def import_(
     archive: Annotated[Path, typer.Argument(help="a tarball from `corral image export`")],
@@ -226,6 +236,55 @@ def import_(
         out.print(f"base {pin.package} {pin.version} (sha256 {pin.sha256[:12]}…)")
     for name, digest in result.images:
         out.print(f"image {name} → {digest}")
+
+
+class BakeProgress:
+    """What `corral bake` shows while it bakes: on a terminal a spinner per image naming its
+    current step (rich); otherwise one line per baked image; nothing with --json."""
+
+    def __init__(self, console: Console, *, quiet: bool) -> None:
+        self._console, self._quiet = console, quiet
+        self._live = not quiet and console.is_terminal
+        self._progress = Progress(
+            SpinnerColumn(finished_text="[green]✓[/]"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+            disable=not self._live,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> BakeProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(None, None, None)
+
+    def step(self, name: str, what: str) -> None:
+        if not self._live:
+            return
+        text = f"{name}: {what}"
+        if name not in self._tasks:
+            self._tasks[name] = self._progress.add_task(text, total=1)
+        else:
+            self._progress.update(self._tasks[name], description=text)
+
+    def done(self, name: str, ref: ImageRef) -> None:
+        text = f"baked image {name} → {ref.digest[:19]}"
+        if self._live:
+            self.step(name, "")
+            self._progress.update(self._tasks[name], description=text, completed=1)
+        elif not self._quiet:
+            self._console.print(f"[dim]{text}[/]")
+
+
+def refuse_revoked(target: dict[str, Any], home: Home) -> None:
+    """`corral apply PLANFILE`: an image revoked since the plan was saved is refused (exit 2)."""
+    store = image_store(home)
+    for service in target.get("services", {}).values():
+        lifecycle.refuse_revoked(store, str(service["image"]), str(service["image_digest"]))
 
 
 def bake_check(spec: Path, as_json: bool) -> int:

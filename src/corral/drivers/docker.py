@@ -36,9 +36,16 @@ from typing import Any
 
 from corral.drivers import docker_volumes
 from corral.drivers.docker_engine import connect, engine_call, is_not_found, sdk
+from corral.drivers.docker_exec import exec_in_container, kill_exec
 from corral.drivers.docker_images import ensure_image
 from corral.drivers.instance_files import create_instance_dir, write_json
-from corral.drivers.protocol import LaunchSpec, ObservedInstance, ObservedState
+from corral.drivers.protocol import (
+    ExecResult,
+    LaunchSpec,
+    ObservedInstance,
+    ObservedState,
+    exec_output,
+)
 from corral.errors import DriverError
 from corral.images.store import ImageStore
 from corral.paths import Home
@@ -97,6 +104,28 @@ class DockerDriver:
             return None
         found = sorted(self._logs_root().glob(f"*/{instance_id}.log"))  # forgotten ones
         return found[0] if found else None
+
+    async def exec(self, instance_id: str, argv: list[str], timeout: float) -> ExecResult:
+        """`docker exec` in the running container: its read-only root, dropped capabilities
+        and no-new-privileges apply to the command too (`docker_exec.py`)."""
+        record = self._load(instance_id)
+        if record is None or record.get("removed") or not record.get("container_id"):
+            raise DriverError(f"{instance_id} is not running: there is nothing to run a command in")
+        data, code, timed_out = await exec_in_container(
+            self._api(), record["container_id"], argv, timeout, name=record["name"]
+        )
+        secrets = await asyncio.to_thread(self._secret_values, record)
+        return ExecResult(code, exec_output(data, secrets), timed_out=timed_out)
+
+    def _secret_values(self, record: dict[str, Any]) -> list[str]:
+        """The container's `as: env` secret values, to redact from exec output (law 5)."""
+        names = set(record.get("secret_names", []))
+        if not names:
+            return []
+        with engine_call(f"inspect container {record['name']}"):
+            env = self._api().inspect_container(record["container_id"])["Config"]["Env"] or []
+        pairs = (item.split("=", 1) for item in env if "=" in item)
+        return [value for name, value in pairs if name in names]
 
     def close(self) -> None:
         """Close the connections to the engine (instances keep running)."""
@@ -433,6 +462,7 @@ def _record(spec: LaunchSpec, image_id: str, name: str) -> dict[str, Any]:
         "name": name,
         "command": spec.command,
         "env_names": sorted(spec.env),
+        "secret_names": sorted(spec.secrets),  # names only: exec output is redacted by them
         "port": spec.port,
         "container_id": None,
         "created_at": time.time(),
@@ -474,6 +504,11 @@ def _address(ports: list[dict[str, Any]], port: int) -> str | None:
         if int(entry.get("PrivatePort", 0)) == port and entry.get("IP") == "127.0.0.1":
             return f"127.0.0.1:{int(entry['PublicPort'])}"
     return None
+
+
+def _kill_exec(api: Any, exec_id: str) -> None:
+    """swarm.py imports it from here; `docker_exec.exec_in_container` does the whole exec."""
+    kill_exec(api, exec_id)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -34,20 +34,27 @@ def sdk() -> ModuleType:
         raise PrerequisiteError(SDK_MISSING, hint="Or set `driver: local`.") from exc
 
 
-def connect() -> Any:
-    """A DockerClient for the engine named by the environment (DOCKER_HOST, else the local
-    socket), API version negotiated with it. DriverError when it does not answer."""
+def connect(host: str | None = None) -> Any:
+    """A DockerClient for the engine at `host` (default: the one named by the environment,
+    DOCKER_HOST, else the local socket), API version negotiated with it. DriverError when it
+    does not answer."""
     docker = sdk()
-    _check_socket(os.environ.get("DOCKER_HOST") or DEFAULT_HOST)
+    _check_socket(host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST)
+
+    def client(version: str, timeout: int) -> Any:
+        if host is None:
+            return docker.from_env(version=version, timeout=timeout)
+        return docker.DockerClient(base_url=host, version=version, timeout=timeout)
+
     # Asked with a client of our own (not version="auto"), so that a failed attempt leaves
     # no half-built client with an open socket behind.
-    probe = docker.from_env(version=docker.constants.MINIMUM_DOCKER_API_VERSION, timeout=10)
+    probe = client(docker.constants.MINIMUM_DOCKER_API_VERSION, 10)
     try:
-        with engine_call("connect to the Docker engine"):
+        with engine_call(f"connect to the Docker engine{'' if host is None else ' at ' + host}"):
             version = str(probe.api.version(api_version=False)["ApiVersion"])
     finally:
         probe.close()
-    return docker.from_env(version=version, timeout=60)
+    return client(version, 60)
 
 
 def _check_socket(host: str) -> None:

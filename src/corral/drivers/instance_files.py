@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from corral.drivers.protocol import LaunchSpec
 from corral.errors import DriverError
+from corral.paths import Home
 
 
 def create_instance_dir(inst_dir: Path, name: str, record: dict[str, Any]) -> None:
@@ -33,3 +36,84 @@ def write_json(path: Path, value: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class InstanceRecords:
+    """One driver's per-instance records for a (project, environment) (law 7):
+
+        instances/<environment>/<project>/<instance_id>/<name>   the record (JSON)
+        logs/<environment>/<project>/<service>/<instance_id>.log  its output, kept by forget
+
+    Only the records decide what a driver owns; a record of another project is not read."""
+
+    def __init__(
+        self, home: Home, project: str, environment: str, name: str, id_pattern: re.Pattern[str]
+    ) -> None:
+        self.root = home.instances(environment) / project
+        self.logs_root = home.logs(environment) / project
+        self.project = project
+        self.name = name
+        self.id_pattern = id_pattern
+
+    def dir(self, instance_id: str) -> Path:
+        return self.root / instance_id
+
+    def log_file(self, service: str, instance_id: str) -> Path:
+        return self.logs_root / service / f"{instance_id}.log"
+
+    def create(self, record: dict[str, Any]) -> None:
+        create_instance_dir(self.dir(str(record["instance_id"])), self.name, record)
+
+    def write(self, record: dict[str, Any]) -> None:
+        write_json(self.dir(str(record["instance_id"])) / self.name, record)
+
+    def all(self) -> list[dict[str, Any]]:
+        if not self.root.is_dir():
+            return []
+        found = (self.load(entry.name) for entry in sorted(self.root.iterdir()))
+        return [record for record in found if record is not None]
+
+    def load(self, instance_id: str) -> dict[str, Any] | None:
+        """The record of this project's instance `instance_id`, or None (not ours)."""
+        if not self.id_pattern.match(instance_id):
+            return None
+        path = self.dir(instance_id) / self.name
+        try:
+            record: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise DriverError(
+                f"{path} cannot be read: {exc}",
+                hint="Remove what it names by hand if it runs, then that directory.",
+            ) from exc
+        return record if record.get("project") == self.project else None
+
+    def log_path(self, instance_id: str) -> Path | None:
+        """Where an instance's log is, even once its record is forgotten."""
+        record = self.load(instance_id)
+        if record is not None:
+            return self.log_file(str(record["service"]), instance_id)
+        if not self.id_pattern.match(instance_id):
+            return None
+        found = sorted(self.logs_root.glob(f"*/{instance_id}.log"))
+        return found[0] if found else None
+
+
+def check_owner(spec: LaunchSpec, project: str, environment: str) -> None:
+    """DriverError unless `spec` belongs to this driver's project and environment."""
+    if (spec.project, spec.environment) != (project, environment):
+        raise DriverError(
+            f"{spec.instance_id} belongs to {spec.project}/{spec.environment}, but this "
+            f"driver runs {project}/{environment}",
+            hint="Start it through the driver of its own project and environment.",
+        )
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of an instance's log, for an error that says why it failed."""
+    try:
+        text = path.read_bytes()[-8192:].decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"

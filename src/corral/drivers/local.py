@@ -34,12 +34,14 @@ recorded start time before it is signalled, so a recycled pid of a stranger is n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -50,11 +52,14 @@ import psutil
 
 from corral.drivers.instance_files import create_instance_dir, write_json
 from corral.drivers.protocol import (
+    EXEC_READ_LIMIT,
+    ExecResult,
     ImageRuntime,
     LaunchSpec,
     Mount,
     ObservedInstance,
     ObservedState,
+    exec_output,
 )
 from corral.errors import DriverError, PrerequisiteError
 from corral.paths import Home
@@ -87,6 +92,7 @@ _CATCHABLE_SIGNALS = tuple(
 _POLL = 0.02  # seconds between looks at a process we wait for
 _KILL_WAIT = 5.0  # how long SIGKILL may take to show before we call it a failure
 _START_WAIT = 5.0  # how long bwrap may take to create the sandbox
+_SANDBOX_EXEC = str(Path(__file__).with_name("sandbox_exec.py"))
 
 
 def sandbox_args(
@@ -320,6 +326,56 @@ class LocalDriver:
         found = sorted(self._logs_root().glob(f"*/{instance_id}.log"))
         return found[0] if found else None
 
+    async def exec(self, instance_id: str, argv: list[str], timeout: float) -> ExecResult:
+        """Run `argv` inside the instance: sandbox_exec.py joins the namespaces and root of its
+        sandbox init (so it sees the app's /tmp, /scratch, volumes and processes), drops every
+        capability as bwrap did for the app, and runs it with the app's environment. A fresh
+        bwrap on the same image would miss the app's private /tmp: it would not be inside."""
+        inst = self._load(instance_id)
+        if inst is None or inst.sandbox is None or not inst.sandbox.is_alive():
+            raise DriverError(f"{instance_id} is not running: there is nothing to run a command in")
+        pid = inst.sandbox.pid
+        try:
+            env = _environ(pid)
+        except OSError as exc:
+            raise DriverError(f"{instance_id}: cannot read its environment: {exc}") from exc
+        try:
+            workdir = self._resolve_image(str(inst.launch["image_digest"])).workdir or "/"
+        except Exception:  # an image gone from the store: its root is still mounted, use /
+            workdir = "/"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-S",
+            _SANDBOX_EXEC,
+            str(pid),
+            workdir,
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={},
+            start_new_session=True,  # one process group: a timeout kills the command too
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(env).encode())
+        proc.stdin.close()
+        data = bytearray()
+        timed_out = False
+        try:
+            async with asyncio.timeout(timeout):
+                while chunk := await proc.stdout.read(65536):
+                    data += chunk[: max(0, EXEC_READ_LIMIT - len(data))]
+                code = await proc.wait()
+        except TimeoutError:
+            timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            code = 124
+        secrets = _secret_values(pid, inst.launch, env)
+        return ExecResult(code, exec_output(bytes(data), secrets), timed_out=timed_out)
+
     # -- starting -----------------------------------------------------------------------------
 
     def _check_spec(self, spec: LaunchSpec) -> None:
@@ -507,6 +563,24 @@ class LocalDriver:
     def _ports_taken(self) -> set[int]:
         """Ports handed to instances that may not listen yet (so bind(0) cannot tell)."""
         return {int(inst.launch["port"]) for inst in self._instances()}
+
+
+def _environ(pid: int) -> dict[str, str]:
+    """The environment the instance was started with (its sandbox init's)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def _secret_values(pid: int, launch: dict[str, Any], env: dict[str, str]) -> list[str]:
+    """Values of the instance's secrets (env or /run/secrets files), to redact (law 5)."""
+    values = []
+    for name in launch.get("secret_names", []):
+        if name in env:
+            values.append(env[name])
+        with contextlib.suppress(OSError):
+            values.append(Path(f"/proc/{pid}/root/run/secrets/{name}").read_text(errors="replace"))
+    return values
 
 
 def _launch_record(spec: LaunchSpec, *, command: list[str], port: int) -> dict[str, Any]:

@@ -13,7 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from corral.drivers.protocol import LaunchSpec, ObservedInstance, ObservedState
+from corral.drivers.protocol import (
+    ExecResult,
+    LaunchSpec,
+    ObservedInstance,
+    ObservedState,
+    exec_output,
+)
 from corral.errors import DriverError
 
 FIRST_PORT = 41000  # fake addresses are 127.0.0.1:41000, :41001, … in start order
@@ -29,6 +35,8 @@ class MemoryHost:
     instances: dict[_Key, ObservedInstance] = field(default_factory=dict)
     used_ids: set[_Key] = field(default_factory=set)  # every id ever started: never reused
     next_port: int = FIRST_PORT
+    files: dict[_Key, dict[str, str]] = field(default_factory=dict)  # each instance's own files
+    envs: dict[_Key, tuple[dict[str, str], list[str]]] = field(default_factory=dict)  # env, secrets
 
 
 class InMemoryDriver:
@@ -65,6 +73,13 @@ class InMemoryDriver:
         """Make the next `start` raise DriverError (and leave nothing behind)."""
         self._fail_next = message
 
+    def write_file(self, instance_id: str, path: str, text: str = "") -> None:
+        """A file appears inside the instance (as if its app wrote it): exec checks see it."""
+        self.host.files.setdefault(self._key(instance_id), {})[path] = text
+
+    def remove_file(self, instance_id: str, path: str) -> None:
+        self.host.files.get(self._key(instance_id), {}).pop(path, None)
+
     # -- the Driver interface -----------------------------------------------------------------
 
     async def start(self, spec: LaunchSpec) -> ObservedInstance:
@@ -99,6 +114,8 @@ class InMemoryDriver:
             started_at=self._clock(),
         )
         self.host.instances[key] = observed
+        secrets = {name: value for name, (value, _) in spec.secrets.items()}
+        self.host.envs[key] = ({**spec.env, **secrets}, list(secrets.values()))
         return observed
 
     async def stop(self, instance_id: str, *, grace: float) -> None:
@@ -122,9 +139,24 @@ class InMemoryDriver:
         if seen.state is ObservedState.RUNNING:
             raise DriverError(f"{instance_id} is still running; it cannot be forgotten")
         del self.host.instances[key]
+        self.host.files.pop(key, None)
+        self.host.envs.pop(key, None)
 
     def log_path(self, instance_id: str) -> Path | None:
         return None  # nothing runs, nothing is logged
+
+    async def exec(self, instance_id: str, argv: list[str], timeout: float) -> ExecResult:
+        """A tiny shell of its own, over the instance's fake files: `true`, `false`,
+        `echo ARGS`, `env`, `printenv NAME`, `test -e|-f PATH`, `cat PATH`, `sleep SECONDS` (never
+        sleeps: longer than `timeout` is a timeout) and `exit CODE`; anything else is 127."""
+        self.calls.append(("exec", instance_id))
+        key = self._key(instance_id)
+        seen = self.host.instances.get(key)
+        if seen is None or seen.state is not ObservedState.RUNNING:
+            raise DriverError(f"{instance_id} is not running: there is nothing to run a command in")
+        env, secrets = self.host.envs.get(key, ({}, []))
+        code, out = _fake_shell(argv, self.host.files.get(key, {}), env, timeout)
+        return ExecResult(code, exec_output(out.encode(), secrets), timed_out=code == 124)
 
     def _key(self, instance_id: str) -> _Key:
         return (self.project, self.environment, instance_id)
@@ -132,3 +164,29 @@ class InMemoryDriver:
 
 def _ended(observed: ObservedInstance, exit_code: int) -> ObservedInstance:
     return replace(observed, state=ObservedState.EXITED, address=None, exit_code=exit_code)
+
+
+def _fake_shell(
+    argv: list[str], files: dict[str, str], env: dict[str, str], timeout: float
+) -> tuple[int, str]:
+    name, args = (argv[0].rsplit("/", 1)[-1], argv[1:]) if argv else ("", [])
+    if name in ("true", "false"):
+        return (0 if name == "true" else 1), ""
+    if name == "echo":
+        return 0, " ".join(args) + "\n"
+    if name == "env" and not args:
+        return 0, "".join(f"{k}={v}\n" for k, v in sorted(env.items()))
+    if name == "printenv" and args:
+        return (0, env[args[0]] + "\n") if args[0] in env else (1, "")
+    if name == "test" and len(args) == 2 and args[0] in ("-e", "-f"):
+        return (0 if args[1] in files else 1), ""
+    if name == "cat" and args:
+        missing = [a for a in args if a not in files]
+        if missing:
+            return 1, f"cat: {missing[0]}: No such file or directory\n"
+        return 0, "".join(files[a] for a in args)
+    if name == "sleep" and args:
+        return (124, "") if float(args[0]) > timeout else (0, "")
+    if name == "exit":
+        return int(args[0]) if args else 0, ""
+    return 127, f"{argv[0] if argv else '(empty)'}: not found\n"

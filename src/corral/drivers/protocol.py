@@ -8,9 +8,10 @@ with a `LaunchSpec` and reports what it sees. It must not change a running insta
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class LaunchSpec:
     # keeps nor shown in a repr (law 5); "file" is /run/secrets/NAME on a tmpfs, mode 0400
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     mounts: list[Mount] = field(default_factory=list)  # volumes, created on first use
+    # the release's canonical config (health checks, secret references and versions; never
+    # values): what a driver that hands checks to its engine (kubernetes) builds them from
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ class ImageRuntime:
 class ObservedState(enum.StrEnum):
     RUNNING = "running"
     EXITED = "exited"  # process/container ended (exit_code when known)
+    # not running, but the engine is bringing it back on its own (a distributed engine
+    # restarting it, or rescheduling it off a lost node): out of routing until it runs again,
+    # maybe at another address (exit_code: of the run that ended, when known)
+    PENDING = "pending"
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class ObservedInstance:
     image_digest: str
     exit_code: int | None = None
     started_at: float = 0.0
+    node: str | None = None  # the host it runs on, for engines that place instances
 
 
 class Driver(Protocol):
@@ -108,3 +117,44 @@ class Driver(Protocol):
     def log_path(self, instance_id: str) -> Path | None:
         """Where the instance's stdout/stderr are collected, if on this host."""
         ...
+
+
+EXEC_OUTPUT_LIMIT = 4096  # bytes of a command's output kept: enough to say why a check failed
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How a command run inside an instance ended: its exit code (124 when it timed out,
+    127 when it could not be run) and the start of its stdout+stderr (at most
+    EXEC_OUTPUT_LIMIT bytes, decoded leniently)."""
+
+    exit_code: int
+    output: str
+    timed_out: bool = False
+
+
+@runtime_checkable
+class Execs(Protocol):
+    """Optional driver capability: run a command inside a running instance (exec checks).
+
+    A driver without it is fine; a spec with an `exec` check is then refused at plan time."""
+
+    async def exec(self, instance_id: str, argv: list[str], timeout: float) -> ExecResult:
+        """Run `argv` inside the instance, with its files, env and privileges (no more), and
+        return when it ends or `timeout` passes (then it is killed: exit code 124).
+
+        Raises DriverError when the instance does not run."""
+        ...
+
+
+EXEC_READ_LIMIT = 16 * EXEC_OUTPUT_LIMIT  # read this much, redact, then keep the first part
+
+
+def exec_output(data: bytes, secrets: Iterable[str] = ()) -> str:
+    """A command's output as kept: secret values replaced by `***` (law 5: a check may print
+    its env), then cut to EXEC_OUTPUT_LIMIT bytes."""
+    text = data.decode("utf-8", errors="replace")
+    for value in sorted({v for v in secrets if v}, key=len, reverse=True):
+        text = text.replace(value, "***")
+    kept = text.encode()[:EXEC_OUTPUT_LIMIT].decode("utf-8", errors="ignore")
+    return kept + (" [truncated]" if len(kept) < len(text) else "")

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import UsageError
-from corral.images import bases, oci
+from corral.images import bases, export, oci, sbom
 from corral.images.bases import BasePin, sha256_file, tmp_dir
 from corral.images.digests import ALGORITHM, is_digest
+from corral.images.lockfile import Pin
 from corral.images.store import ImageStore
 
 _BASES = "bases/"
@@ -40,10 +41,11 @@ class Imported:
         }
 
 
-def export_bases(store: ImageStore, pins: list[BasePin], out: Path) -> None:
+def export_bases(store: ImageStore, pins: list[Pin], out: Path) -> None:
     """A tarball of the pinned bases' .debs (deterministic: sorted, mtime 0, owner 0)."""
+    debs = {deb.sha256: deb for pin in pins for deb in pin.debs}
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for pin in sorted(pins, key=lambda p: p.sha256):
+        for pin in (debs[sha256] for sha256 in sorted(debs)):
             path = bases.ensure(store, pin)
             info = tarfile.TarInfo(f"{_BASES}{pin.sha256}.deb")
             info.size, info.mode, info.mtime = path.stat().st_size, 0o444, 0
@@ -89,6 +91,10 @@ def import_archive(store: ImageStore, archive: Path) -> Imported:
             name = str(name).split(":", 1)[0]  # Docker-style "web:tag" → the name
             store.tag(name, digest)
             result.images.append((name, digest))
+            artifact = str((entry.get("annotations") or {}).get(export.SBOM, ""))
+            if is_digest(artifact) and store.has(artifact):
+                size = store.blobs.path(artifact).stat().st_size
+                sbom.adopt(store, artifact, size, digest)
     if not result.bases and not result.images:
         raise UsageError(
             f"{archive} holds no corral bases and no tagged image",

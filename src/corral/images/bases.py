@@ -58,6 +58,11 @@ class BasePin:
             "sha256": self.sha256,
         }
 
+    @property
+    def debs(self) -> list[BasePin]:
+        """The .debs this pin stands for (the store keeps them under `bases/`)."""
+        return [self]
+
     @classmethod
     def from_json(cls, data: dict[str, str]) -> BasePin:
         return cls(
@@ -80,7 +85,7 @@ def resolve(store: ImageStore) -> BasePin:
     """Ask the archive for the newest busybox-static, keep its .deb in the store, pin it."""
     with tempfile.TemporaryDirectory(dir=tmp_dir(store)) as work:
         deb = _download(PACKAGE, Path(work))
-        return _keep(store, deb)
+        return keep(store, deb)
 
 
 def ensure(store: ImageStore, pin: BasePin) -> Path:
@@ -106,13 +111,13 @@ def ensure(store: ImageStore, pin: BasePin) -> Path:
                 hint="someone changed the package under the same version: check the archive, "
                 "then import the pinned .deb or run `corral bake --update-bases`",
             )
-        _keep(store, deb)
+        keep(store, deb)
     return kept
 
 
 def import_deb(store: ImageStore, deb: Path) -> BasePin:
     """Put a .deb (from `corral image import`) into the base cache; its pin."""
-    return _keep(store, deb)
+    return keep(store, deb, None)
 
 
 def parent(store: ImageStore, pin: BasePin) -> Parent:
@@ -125,16 +130,20 @@ def parent(store: ImageStore, pin: BasePin) -> Parent:
             layer = _layer(deb, Path(work))
             cached = store.write_layer(layer, with_entries=True)
         store.remember(key, cached)
-    return _parent(store, pin, cached)
+    return os_parent(store, f"busybox@sha256:{pin.sha256}", cached, [pin.to_json()])
 
 
-def _parent(store: ImageStore, pin: BasePin, cached: CachedLayer) -> Parent:
+def os_parent(
+    store: ImageStore, label: str, cached: CachedLayer, packages: list[dict[str, str]]
+) -> Parent:
+    """A base that is one cached layer holding an OS (its own /bin/sh), with its packages."""
     return Parent(
-        label=f"busybox@sha256:{pin.sha256}",
+        label=label,
         layers=[oci.descriptor(oci.LAYER, cached.digest, cached.size)],
         files=store.layer_entries(cached),
         has_os=True,
         config={"Env": [f"PATH={_PATH}"], "WorkingDir": "/"},
+        packages=packages,
     )
 
 
@@ -219,7 +228,9 @@ def _download(what: str, work: Path) -> Path:
     return debs[0]
 
 
-def _keep(store: ImageStore, deb: Path) -> BasePin:
+def keep(store: ImageStore, deb: Path, package: str | None = PACKAGE) -> BasePin:
+    """Copy `deb` into the store's base cache (if not there yet); its pin. `package`, when
+    given, is the package the .deb must hold."""
     try:
         fields = subprocess.run(
             ["dpkg-deb", "--field", str(deb), "Package", "Version", "Architecture"],
@@ -230,9 +241,9 @@ def _keep(store: ImageStore, deb: Path) -> BasePin:
     except (OSError, subprocess.SubprocessError) as exc:
         raise BakeError(f"{deb.name} is not a readable Debian package: {exc}") from exc
     info = dict(line.split(": ", 1) for line in fields.splitlines() if ": " in line)
-    if info.get("Package") != PACKAGE:
-        raise UsageError(f"{deb.name} is {info.get('Package')!r}, not {PACKAGE}")
-    pin = BasePin(PACKAGE, info["Version"], info["Architecture"], sha256_file(deb))
+    if package is not None and info.get("Package") != package:
+        raise UsageError(f"{deb.name} is {info.get('Package')!r}, not {package}")
+    pin = BasePin(info["Package"], info["Version"], info["Architecture"], sha256_file(deb))
     target = deb_path(store, pin)
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)

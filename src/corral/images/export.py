@@ -6,6 +6,11 @@ archive but loads a tarball that holds the OCI layout *and* a Docker-style `mani
 image's ID is then the OCI config digest, so a driver can tell whether an engine already has
 an image without loading it again.
 
+Besides the image's own blobs it carries the file manifest (for the auditor of an imported
+image) and, when the image has one, its SBOM artifact: the SBOM's manifest digest is an
+annotation of the index entry (`io.corral.sbom`), so index.json still lists one image (as
+skopeo expects) and `corral image import` re-attaches the SBOM as the image's referrer.
+
 The tarball is deterministic: members in a fixed order, every header with mtime 0, owner 0:0
 and fixed modes, so the same image always exports to the same bytes.
 """
@@ -18,12 +23,13 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-from corral.images import oci
+from corral.images import oci, sbom
 from corral.images.blobs import VerifiedReader
-from corral.images.digests import canonical_json, hex_of
+from corral.images.digests import canonical_json, digest_bytes, hex_of
 from corral.images.model import EPOCH
 from corral.images.store import ImageStore
 
+SBOM = "io.corral.sbom"  # exported index entry: the digest of the image's SBOM artifact
 _DIR_MODE = 0o755
 _FILE_MODE = 0o444  # blobs are immutable
 
@@ -43,6 +49,23 @@ def export_docker_archive(
         _write(store, digest, manifest, info.config_digest, info.layers, out, tag)
 
 
+def _extras(store: ImageStore, manifest: bytes) -> tuple[list[str], dict[str, str]]:
+    """Blobs that go with the image but are not its layers (file manifest, SBOM artifact),
+    and the index annotations that find them again."""
+    blobs: list[str] = []
+    notes: dict[str, str] = {}
+    files = (json.loads(manifest).get("annotations") or {}).get(oci.FILES)
+    if files:
+        blobs.append(str(files))
+    artifact = sbom.find(store, digest_bytes(manifest))
+    if artifact is not None:
+        parts = json.loads(store.blobs.read(artifact))
+        blobs += [artifact, str(parts["config"]["digest"])]
+        blobs += [str(layer["digest"]) for layer in parts["layers"]]
+        notes[SBOM] = artifact
+    return blobs, notes
+
+
 def _write(
     store: ImageStore,
     digest: str,
@@ -52,9 +75,10 @@ def _write(
     out: BinaryIO,
     tag: str,
 ) -> None:
+    extra, notes = _extras(store, manifest)
     index = oci.empty_index()
     entry = oci.descriptor(oci.MANIFEST, digest, len(manifest))
-    index["manifests"] = [{**entry, "annotations": {oci.REF_NAME: tag}}]
+    index["manifests"] = [{**entry, "annotations": {oci.REF_NAME: tag, **notes}}]
     docker_manifest = [
         {
             "Config": _blob_path(config_digest),
@@ -70,7 +94,7 @@ def _write(
             tar.addfile(_header(name, tarfile.DIRTYPE, 0, _DIR_MODE))
         _add_bytes(tar, _blob_path(digest), manifest)
         seen: set[str] = set()
-        for blob in [config_digest, *layers]:
+        for blob in [config_digest, *layers, *extra]:
             if blob in seen:  # two identical layers: one member
                 continue
             seen.add(blob)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import StateError, UsageError
-from corral.images import oci
+from corral.images import oci, sbom
 from corral.images.blobs import BlobStore
 from corral.images.digests import ALGORITHM, hex_of, is_digest
 from corral.images.store import ImageStore
@@ -227,6 +227,13 @@ def deployable(store: ImageStore, ref: str, baked: dict[str, str]) -> str:
             raise UsageError(f"no image {ref} in the image store", hint="bake or import it")
     else:
         digest = channel_digest(store, name, pin)
+    refuse_revoked(store, ref, digest)
+    return digest
+
+
+def refuse_revoked(store: ImageStore, ref: str, digest: str) -> None:
+    """UsageError (exit 2) naming the reason when `digest` is revoked; plan and apply call it
+    (a saved plan again at apply: the image may have been revoked in between)."""
     reason = revoked_reason(store, digest)
     if reason is not None:
         raise UsageError(
@@ -234,7 +241,6 @@ def deployable(store: ImageStore, ref: str, baked: dict[str, str]) -> str:
             hint="deploy another image: bake a fixed one, or promote a digest that is not "
             "revoked (`corral images` lists them)",
         )
-    return digest
 
 
 # -- garbage collection -----------------------------------------------------------------------
@@ -287,7 +293,7 @@ def gc(
         ]
         freed = sum(_size(store.blobs.path(d)) for d in garbage)
         if not dry_run:
-            if dropped:
+            if len(kept_entries) != len(manifests):
                 store.write_index({**index, "manifests": kept_entries})
             for digest in garbage:
                 store.blobs.path(digest).unlink(missing_ok=True)
@@ -306,22 +312,29 @@ def _choose(
         if named is not None:
             by_name.setdefault(named[0], []).append(entry)
     recent = {id(e) for group in by_name.values() for e in group[-keep:]}
-    kept, dropped = [], []
+    chosen: set[int] = set()
+    dropped = []
     for entry in manifests:
         named = oci.entry_name(entry)
         notes = entry.get("annotations", {})
         protected = (
-            named is None
-            or not named[1]  # current tag
+            (named is None and sbom.SUBJECT not in notes)  # not corral's: left alone
+            or (named is not None and not named[1])  # current tag
             or id(entry) in recent
             or bool(_channels(notes))
             or entry["digest"] in used
         )
         if protected:
-            kept.append(entry)
-        else:
-            assert named is not None
+            chosen.add(id(entry))
+        elif named is not None:
             dropped.append((named[0], str(entry["digest"])))
+    images = {str(e["digest"]) for e in manifests if id(e) in chosen}
+    # An SBOM artifact lives exactly as long as the image it describes.
+    kept = [
+        e
+        for e in manifests
+        if id(e) in chosen or e.get("annotations", {}).get(sbom.SUBJECT) in images
+    ]
     return kept, dropped
 
 

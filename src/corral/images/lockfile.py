@@ -1,6 +1,8 @@
 """`corral.lock`: what each base of a spec resolved to, committed beside the spec.
 
-    {"bases": {"busybox": {"architecture": …, "package": …, "sha256": …, "version": …}},
+    {"bases": {"busybox": {"architecture": …, "package": …, "sha256": …, "version": …},
+               "debian:bookworm[hello]": {"suite": "bookworm", "variant": "essential",
+                   "include": ["hello"], "packages": [{"package": …, "version": …, …}, …]}},
      "version": 1}
 
 Written only when it changes (sorted keys, two-space indent, a final newline), so a bake with
@@ -17,21 +19,24 @@ from typing import Any
 
 from corral.errors import UsageError
 from corral.images.bases import BasePin
+from corral.images.debian import DebianPin
 
 LOCK_NAME = "corral.lock"
 LOCK_VERSION = 1
+
+Pin = BasePin | DebianPin
 
 
 def lock_path(spec_dir: Path) -> Path:
     return spec_dir / LOCK_NAME
 
 
-def read_lock(path: Path) -> dict[str, BasePin]:
+def read_lock(path: Path) -> dict[str, Pin]:
     try:
         data: Any = json.loads(path.read_text())
         if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
             raise ValueError(f"expected version {LOCK_VERSION}")
-        return {str(k): BasePin.from_json(v) for k, v in dict(data.get("bases") or {}).items()}
+        return {str(k): _pin(v) for k, v in dict(data.get("bases") or {}).items()}
     except FileNotFoundError:
         return {}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -42,7 +47,11 @@ def read_lock(path: Path) -> dict[str, BasePin]:
         ) from exc
 
 
-def write_lock(path: Path, pins: dict[str, BasePin]) -> bool:
+def _pin(data: dict[str, Any]) -> Pin:
+    return DebianPin.from_json(data) if "packages" in data else BasePin.from_json(data)
+
+
+def write_lock(path: Path, pins: dict[str, Pin]) -> bool:
     """Write the lock if it differs from what is on disk; whether it was written."""
     document = {
         "version": LOCK_VERSION,

@@ -123,3 +123,5 @@ class Parent:
     files: list[FileEntry]
     has_os: bool
     config: dict[str, Any] = field(default_factory=dict)  # the base's OCI `config` section
+    # Debian packages the base holds ({package, version, architecture, sha256}): the SBOM's
+    packages: list[dict[str, str]] = field(default_factory=list)

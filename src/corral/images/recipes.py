@@ -6,16 +6,16 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from corral.errors import UsageError
-from corral.images import bases
-from corral.images.bases import BasePin
-from corral.images.lockfile import lock_path, read_lock, write_lock
+from corral.images import bases, debian, ocibase, sbom
+from corral.images.lockfile import Pin, lock_path, read_lock, write_lock
 from corral.images.model import FileEntry, ImageRef, Parent
 from corral.images.store import ImageStore
 from corral.spec.model import ImageSpec
@@ -24,9 +24,9 @@ from corral.spec.model import ImageSpec
 @dataclass
 class BakeResult:
     refs: dict[str, ImageRef]
-    pins: dict[str, BasePin]
+    pins: dict[str, Pin]
     lock_changed: bool = False
-    lock_was: dict[str, BasePin] = field(default_factory=dict)
+    lock_was: dict[str, Pin] = field(default_factory=dict)
 
 
 def bake_order(images: Mapping[str, ImageSpec]) -> list[str]:
@@ -71,37 +71,87 @@ def bake_images(
     lock_file: Path | None = None,
     progress: Callable[[str, ImageRef], None] | None = None,
     on_output: Callable[[str, str], None] | None = None,
+    on_step: Callable[[str, str], None] | None = None,
 ) -> BakeResult:
-    """Bake every image, bases first. The lock is read, and written only when it changes."""
+    """Bake every image, bases first. The lock is read, and written only when it changes.
+
+    `on_step(image, what)` is told each step as it starts (for progress views); `progress`
+    each image once baked."""
+    step = on_step or (lambda _name, _what: None)
     order = bake_order(images)
     path = lock_file or lock_path(spec_dir)
     was = read_lock(path)
     pins = dict(was)
-    uses_busybox = any(images[n].from_ == "busybox" for n in order)
-    if uses_busybox and (update_bases or "busybox" not in pins):
-        pins["busybox"] = bases.resolve(store)
+    for name in order:
+        key = pinned_base(name, images[name])
+        if key is not None and (update_bases or key not in pins):
+            step(name, f"resolving {key}")
+            recipe = images[name]
+            suite = recipe.from_.removeprefix("debian:")
+            pins[key] = (
+                bases.resolve(store)
+                if key == "busybox"
+                else debian.resolve(store, suite, recipe.packages)
+            )
     changed = write_lock(path, pins) if pins != was else False
     refs: dict[str, ImageRef] = {}
     for name in order:
         recipe = images[name]
-        parent = _parent(store, recipe, pins, refs)
+        step(name, f"base {recipe.from_}")
+        parent = _parent(store, recipe, pins, refs, spec_dir)
         shown = (lambda text, n=name: on_output(n, text)) if on_output else None
-        refs[name] = store.bake(name, recipe, spec_dir, parent=parent, on_output=shown)
+        refs[name] = store.bake(
+            name,
+            recipe,
+            spec_dir,
+            parent=parent,
+            on_output=shown,
+            on_step=functools.partial(step, name),
+        )
+        step(name, "recording the SBOM")
+        packages = parent.packages if parent is not None else []
+        sbom.attach(store, refs[name].digest, packages, epoch=recipe.epoch)
         if progress is not None:
             progress(name, refs[name])
     return BakeResult(refs=refs, pins=pins, lock_changed=changed, lock_was=was)
 
 
+def pinned_base(name: str, recipe: ImageSpec) -> str | None:
+    """The lock key of the recipe's base ("busybox", "debian:bookworm[hello]"), if pinned."""
+    if recipe.packages and not recipe.from_.startswith("debian:"):
+        raise UsageError(
+            f"images.{name}.packages: only a `debian:<suite>` base installs packages "
+            f"(this image is `from: {recipe.from_}`)",
+            hint="use `from: debian:bookworm`, or install what you need in a `run:` step",
+        )
+    if recipe.from_ == "busybox":
+        return "busybox"
+    if recipe.from_.startswith("debian:"):
+        return debian.lock_key(recipe.from_.removeprefix("debian:"), recipe.packages)
+    return None
+
+
 def _parent(
-    store: ImageStore, recipe: ImageSpec, pins: dict[str, BasePin], refs: dict[str, ImageRef]
+    store: ImageStore,
+    recipe: ImageSpec,
+    pins: dict[str, Pin],
+    refs: dict[str, ImageRef],
+    spec_dir: Path,
 ) -> Parent | None:
     if recipe.from_ == "scratch":
         return None
-    if recipe.from_ == "busybox":
-        return bases.parent(store, pins["busybox"])
+    if recipe.from_.startswith("oci:"):
+        return ocibase.parent(store, recipe.from_.removeprefix("oci:"), spec_dir, recipe.epoch)
+    key = pinned_base("", recipe)
+    if key is not None:
+        pin = pins[key]
+        if isinstance(pin, debian.DebianPin):
+            return debian.parent(store, key, pin, recipe.epoch)
+        return bases.parent(store, pin)
     base = recipe.base_image
     assert base is not None  # the spec's pattern allows nothing else
-    return store.as_parent(refs[base].digest, f"image:{base}")
+    layered = store.as_parent(refs[base].digest, f"image:{base}")
+    return replace(layered, packages=sbom.packages_in(store, refs[base].digest))
 
 
 @dataclass(frozen=True)
@@ -145,8 +195,8 @@ def check_reproducible(
     return differences
 
 
-def _share_bases(source: ImageStore, target: ImageStore, pins: dict[str, BasePin]) -> None:
-    for pin in pins.values():
+def _share_bases(source: ImageStore, target: ImageStore, pins: dict[str, Pin]) -> None:
+    for pin in (deb for pinned in pins.values() for deb in pinned.debs):
         deb = bases.deb_path(source, pin)
         if deb.is_file():
             destination = bases.deb_path(target, pin)

@@ -73,6 +73,7 @@ class ImageStore:
         *,
         parent: Parent | None = None,
         on_output: Callable[[str], None] | None = None,
+        on_step: Callable[[str], None] | None = None,
     ) -> ImageRef:
         """Bake `recipe` (copy sources relative to `base_dir`) on `parent` and tag it `name`.
 
@@ -81,6 +82,8 @@ class ImageStore:
         cached layers. Nothing is tagged or cached unless the whole bake succeeds.
         """
         _check_name(name)
+        step = on_step or (lambda _: None)
+        step("hashing inputs")
         inputs = [
             scan_copy(step, base_dir, where=f"images.{name}.copy[{i}]", epoch=recipe.epoch)
             for i, step in enumerate(recipe.copy_)
@@ -99,10 +102,11 @@ class ImageStore:
         )
         if recipe.run:
             run_layers, run_files = self._run_steps(
-                name, recipe, layers, env, workdir, fresh, on_output
+                name, recipe, layers, env, workdir, fresh, on_output, step
             )
             layers += run_layers
             file_layers += run_files
+        step("writing the manifest")
         files = stack(file_layers)
         files_digest, _ = self.blobs.put(
             canonical_json({"v": FILES_VERSION, "files": [f.to_json() for f in files]})
@@ -186,6 +190,7 @@ class ImageStore:
         workdir: str,
         fresh: dict[str, CachedLayer],
         on_output: Callable[[str], None] | None,
+        on_step: Callable[[str], None],
     ) -> tuple[builtins.list[dict[str, Any]], builtins.list[builtins.list[FileEntry]]]:
         """Each `run` step's layer: cached by (layers below, step, env, workdir, epoch)."""
         layers = list(below)
@@ -208,6 +213,7 @@ class ImageStore:
                 )
                 cached = fresh.get(key) or self._cache.get(key)
                 if cached is None:
+                    on_step(f"run[{index}] {step}")
                     if workspace is None:
                         workspace = self._workspace(layers)
                     result = run_step(

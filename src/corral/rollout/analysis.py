@@ -1,8 +1,9 @@
-"""Judging a release by the router's per-release figures over a window.
+"""Judging a release by its figures over a window.
 
 A window with too few requests is *inconclusive*, not a pass: low traffic proves nothing.
-The metrics source is an interface (`MetricsSource`) so a Prometheus query can stand in for the
-embedded router's counters later.
+Where the figures come from is an interface (`MetricsSource`): the embedded router's counters
+(`RouterMetrics`, the default) or a Prometheus server (`rollout/prometheus.py`). A source is
+asked to `watch` a release when the window opens and for its `figures` when it closes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class Sample:
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
 
+    @property
+    def p99_ms(self) -> float | None:
+        return self.percentile_ms(0.99)
+
     def percentile_ms(self, q: float) -> float | None:
         """Upper bound of the bucket holding the q-quantile (None without requests)."""
         total = sum(self.buckets)
@@ -57,8 +62,42 @@ class Sample:
         return LATENCY_BUCKETS_MS[-1]
 
 
+@dataclass(frozen=True)
+class Figures:
+    """One release's figures over a window, as a provider that computes rates reports them."""
+
+    requests: int
+    error_rate: float
+    p99_ms: float | None
+
+    @property
+    def errors(self) -> int:
+        return round(self.requests * self.error_rate)
+
+
+class Window(Protocol):
+    """What `judge` reads: a `Sample` difference or provider `Figures`."""
+
+    @property
+    def requests(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def error_rate(self) -> float: ...
+    @property
+    def p99_ms(self) -> float | None: ...
+
+
+class Watch(Protocol):
+    async def figures(self) -> Window:
+        """The release's figures since the watch began. Raises MetricsError."""
+        ...
+
+
 class MetricsSource(Protocol):
-    def sample(self, service: str, release: str) -> Sample: ...
+    async def watch(self, service: str, release: str, window: float) -> Watch:
+        """Open a window of `window` seconds on `release` now; problems surface in `figures`."""
+        ...
 
 
 class RouterMetrics:
@@ -72,13 +111,27 @@ class RouterMetrics:
             return Sample.of(None)
         return Sample.of(self.router.stats(service).by_release.get(release))
 
+    async def watch(self, service: str, release: str, window: float) -> Watch:
+        return _RouterWatch(self, service, release, self.sample(service, release))
 
-def judge(new: Sample, stable: Sample | None, analysis: dict[str, Any]) -> Verdict:
+
+@dataclass(frozen=True)
+class _RouterWatch:
+    source: RouterMetrics
+    service: str
+    release: str
+    before: Sample
+
+    async def figures(self) -> Window:
+        return self.source.sample(self.service, self.release).since(self.before)
+
+
+def judge(new: Window, stable: Window | None, analysis: dict[str, Any]) -> Verdict:
     """pass / fail / inconclusive for one window, with the figures that decided it."""
     min_requests = int(analysis.get("min_requests", 20))
     max_error_rate = float(analysis.get("max_error_rate", 0.01))
     max_p99 = analysis.get("max_p99_ms")
-    p99 = new.percentile_ms(0.99)
+    p99 = new.p99_ms
     figures: dict[str, float] = {
         "requests": float(new.requests),
         "errors": float(new.errors),

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class RolloutAborted(Exception):
@@ -23,6 +26,7 @@ class RolloutControl:
     strategy: str = "rolling"
     step: str = ""
     weights: dict[str, int] = field(default_factory=dict)
+    reached: tuple[int, int] | None = None  # (step index, number of steps) of a canary
     awaiting_promotion: bool = False
     paused: bool = False
     aborted_by: str | None = None
@@ -47,6 +51,23 @@ class RolloutControl:
     def check(self) -> None:
         if self.aborted_by is not None:
             raise RolloutAborted(self.aborted_by)
+
+    async def abortable(self, work: Awaitable[T]) -> T:
+        """Run `work` (e.g. waiting for health that may take minutes), cancelled at once by an
+        abort, which then raises RolloutAborted: an operator never waits out a start timeout."""
+        self.check()
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            self._wake.clear()
+            waiter = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if self.aborted_by is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                self.check()
+        return task.result()
 
     async def checkpoint(self) -> None:
         """Between steps: stop here while paused; raise if aborted."""
@@ -79,4 +100,10 @@ class RolloutControl:
             "weights": self.weights,
             "awaiting_promotion": self.awaiting_promotion,
             "paused": self.paused,
+            # 1-based, as a person counts the spec's steps; steps + 1 is full promotion
+            **(
+                {"step_number": self.reached[0] + 1, "steps": self.reached[1]}
+                if self.reached is not None
+                else {}
+            ),
         }

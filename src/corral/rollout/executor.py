@@ -16,13 +16,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from corral.drivers.protocol import Driver, LaunchSpec
-from corral.errors import CorralError, DriverError
+from corral.errors import CorralError, DriverError, MetricsError
+from corral.rollout import progress
 from corral.rollout.analysis import MetricsSource, RouterMetrics, judge
 from corral.rollout.bluegreen import blue_green
 from corral.rollout.book import InstanceBook
 from corral.rollout.canary import canary
 from corral.rollout.control import RolloutAborted, RolloutControl
-from corral.rollout.health import HealthCheck, ProbeResult, wait_ready
+from corral.rollout.health import HealthCheck, ProbeResult, bind_exec, wait_ready
+from corral.rollout.prometheus import PrometheusMetrics
 from corral.rollout.rolling import rolling
 from corral.rollout.steps import (
     Analyse,
@@ -34,6 +36,7 @@ from corral.rollout.steps import (
     Outcome,
     Pause,
     Preview,
+    Reached,
     Retire,
     SetWeight,
     Start,
@@ -162,6 +165,8 @@ def describe(step: Step) -> str:
         return step.reason
     if isinstance(step, Analyse):
         return f"{step.phase} of r{step.release}"
+    if isinstance(step, Reached):
+        return f"step {step.index + 1}/{step.total}" if step.index < step.total else "promotion"
     return f"preview r{step.release} on port {step.port}"
 
 
@@ -421,6 +426,9 @@ class Executor:
         kind = settings.get("type", "rolling")
         fleet = self.fleet(target.name)
         if kind == "canary":
+            # an apply resumed by a new agent continues at the step it had reached
+            reached = progress.recall(self.store, self.apply_id, target.name)
+            resumed = reached.get("release") == release.number and reached.get("step") is not None
             return canary(
                 release.number,
                 target.replicas,
@@ -428,6 +436,7 @@ class Executor:
                 steps=list(settings.get("steps") or []),
                 bake_window=float(settings.get("bake_window") or 0.0),
                 analysis=settings.get("analysis"),
+                start_at=int(reached["step"]) if resumed else 0,
             )
         if kind == "blue_green":
             return blue_green(
@@ -465,6 +474,14 @@ class Executor:
         if previous is not None and previous.number != failed.number:
             # traffic goes back to the old release at once, before anything is stopped
             self.book.weights[target.name] = (previous.number, 100)
+            progress.record(
+                self.store,
+                self.apply_id,
+                target.name,
+                release=previous.number,
+                weight=100,
+                step=None,
+            )
             self.book.previews.pop(target.name, None)
             await self.sync_routes(target.name)
         if previous is None or previous.number == failed.number:
@@ -565,11 +582,15 @@ class Executor:
         if isinstance(step, Start):
             await self._start(target, release, step.serials, result)
         elif isinstance(step, AwaitReady):
-            await self._await_ready(target, release, step.instance_ids)
+            waiting = self._await_ready(target, release, step.instance_ids)
+            await (control.abortable(waiting) if control is not None else waiting)
         elif isinstance(step, Retire):
             await self._retire(target, step.instance_ids, step.reason, result)
         elif isinstance(step, SetWeight):
             self.book.weights[target.name] = (step.release, step.percent)
+            progress.record(
+                self.store, self.apply_id, target.name, release=step.release, weight=step.percent
+            )
             if control is not None:
                 control.weights = {f"r{step.release}": step.percent}
             self.emit(
@@ -589,6 +610,23 @@ class Executor:
                 f"{target.name}: r{step.release} previewed on http://127.0.0.1:{step.port}",
                 service=target.name,
                 data={"release": step.release, "port": step.port},
+            )
+        elif isinstance(step, Reached):
+            progress.record(
+                self.store,
+                self.apply_id,
+                target.name,
+                release=step.release,
+                step=step.index,
+                steps=step.total,
+            )
+            if control is not None:
+                control.reached = (step.index, step.total)
+            self.emit(
+                "rollout.step",
+                f"{target.name}: r{step.release} at {describe(step)}",
+                service=target.name,
+                data={"release": step.release, "step": step.index, "steps": step.total},
             )
         elif isinstance(step, Pause):
             await self._pause(target, step, control)
@@ -623,6 +661,12 @@ class Executor:
             self.emit("rollout.promoted", f"{target.name}: promoted", service=target.name)
         return None
 
+    def metrics_for(self, analysis: dict[str, Any]) -> MetricsSource:
+        """The analysis' own provider (`provider: prometheus`), else the executor's source."""
+        if analysis.get("provider") == "prometheus":
+            return PrometheusMetrics.from_analysis(analysis)
+        return self.metrics
+
     async def _analyse(
         self, target: ServiceTarget, step: Analyse, control: RolloutControl | None
     ) -> Verdict:
@@ -630,8 +674,11 @@ class Executor:
         label = f"r{step.release}"
         stable_labels = [f"r{m.release}" for m in self.fleet(target.name).not_of(step.release)]
         stable_label = stable_labels[0] if stable_labels else None
-        new_before = self.metrics.sample(target.name, label)
-        stable_before = self.metrics.sample(target.name, stable_label) if stable_label else None
+        source = self.metrics_for(step.analysis)
+        new_watch = await source.watch(target.name, label, window)
+        stable_watch = (
+            await source.watch(target.name, stable_label, window) if stable_label else None
+        )
         self.emit(
             "rollout.analysis_started",
             f"{target.name}: {step.phase} of r{step.release} for {window:g}s",
@@ -642,11 +689,12 @@ class Executor:
             await asyncio.wait_for(_interruptible(control, window), timeout=None)
         else:
             await asyncio.sleep(window)
-        new = self.metrics.sample(target.name, label).since(new_before)
-        stable = None
-        if stable_label is not None and stable_before is not None:
-            stable = self.metrics.sample(target.name, stable_label).since(stable_before)
-        verdict = judge(new, stable, step.analysis)
+        try:
+            new = await new_watch.figures()
+            stable = await stable_watch.figures() if stable_watch is not None else None
+            verdict = judge(new, stable, step.analysis)
+        except MetricsError as exc:  # no figures prove nothing either way
+            verdict = Verdict("inconclusive", f"no figures: {exc.message}")
         self.emit(
             f"rollout.analysis_{verdict.result}",
             f"{target.name}: {step.phase} of r{step.release}: {verdict.result} ({verdict.detail})",
@@ -713,6 +761,7 @@ class Executor:
             port=int(config.get("port", 8080)),
             mounts=launch_mounts(config, serial),
             secrets=secret_values,
+            config=dict(config),
         )
         try:
             observed = await self.driver.start(spec)
@@ -757,12 +806,13 @@ class Executor:
         async def one(record: InstanceRecord | None) -> None:
             if record is None or not record.address:
                 return
-            outcome = await self.ready_check(record.address, check)
+            mine = bind_exec(check, self.driver, record.id)  # exec checks run inside it
+            outcome = await self.ready_check(record.address, mine)
             min_ready = float(target.strategy.get("min_ready_seconds") or 0.0)
             if outcome.ok and min_ready > 0:
                 # it must stay ready this long before it counts (and gets traffic)
                 await asyncio.sleep(min_ready)
-                outcome = await self.ready_check(record.address, check)
+                outcome = await self.ready_check(record.address, mine)
             if outcome.ok:
                 self.book.mark_ready(record.id, outcome.detail)
                 self.emit(

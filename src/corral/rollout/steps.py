@@ -102,6 +102,17 @@ class Preview:
 
 
 @dataclass(frozen=True)
+class Reached:
+    """The strategy begins step `index` of the spec's `total` steps (`total`: full promotion).
+
+    Recorded, so a roll-out resumed by the next agent continues here, not from step 0."""
+
+    release: int
+    index: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Failed:
     """The roll-out cannot succeed; the executor rolls back. Returned, not yielded."""
 
@@ -114,6 +125,6 @@ class Completed:
     pass
 
 
-Step = Start | AwaitReady | Retire | SetWeight | Pause | Analyse | Preview
+Step = Start | AwaitReady | Retire | SetWeight | Pause | Analyse | Preview | Reached
 Outcome = Completed | Failed
 Strategy = Generator[Step, Fleet, Outcome]

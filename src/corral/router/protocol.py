@@ -47,6 +47,7 @@ class ReleaseStats:
     router_errors: int = 0  # 5xx made by the router itself (no backend could answer)
     latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_MS))
     in_flight: int = 0
+    latency_sum_seconds: float = 0.0  # of the responses counted in latency_buckets
 
 
 @dataclass

@@ -15,7 +15,14 @@ _BOUNDS_S = tuple(bound / 1000.0 for bound in LATENCY_BUCKETS_MS)
 
 
 class ReleaseCounters:
-    __slots__ = ("buckets", "in_flight", "requests", "responses_5xx", "router_errors")
+    __slots__ = (
+        "buckets",
+        "in_flight",
+        "latency_sum",
+        "requests",
+        "responses_5xx",
+        "router_errors",
+    )
 
     def __init__(self) -> None:
         self.requests = 0
@@ -23,6 +30,7 @@ class ReleaseCounters:
         self.router_errors = 0
         self.in_flight = 0
         self.buckets = [0] * len(LATENCY_BUCKETS_MS)
+        self.latency_sum = 0.0
 
     def observe(self, status: int, seconds: float) -> None:
         """One response delivered by a backend of this release."""
@@ -30,6 +38,7 @@ class ReleaseCounters:
         if status >= 500:
             self.responses_5xx += 1
         self.buckets[bisect_left(_BOUNDS_S, seconds)] += 1
+        self.latency_sum += seconds
 
     def snapshot(self) -> ReleaseStats:
         return ReleaseStats(
@@ -38,6 +47,7 @@ class ReleaseCounters:
             router_errors=self.router_errors,
             latency_buckets=list(self.buckets),
             in_flight=self.in_flight,
+            latency_sum_seconds=self.latency_sum,
         )
 
 

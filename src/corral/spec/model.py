@@ -17,10 +17,12 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -104,7 +106,10 @@ class CopyStep(_Strict):
         return mode
 
 
-BASE_PATTERN = r"^(scratch|busybox|image:[a-z][a-z0-9-]{0,39})$"
+BASE_PATTERN = (
+    r"^(scratch|busybox|debian:[a-z]+|image:[a-z][a-z0-9-]{0,39}"
+    r"|oci:[^@\s]+(@sha256:[0-9a-f]{64})?)$"
+)
 
 
 class ImageSpec(_Strict):
@@ -118,8 +123,15 @@ class ImageSpec(_Strict):
         alias="from",
         pattern=BASE_PATTERN,
         description="base: `scratch` (runs on the host's /usr, read-only), `busybox` (a tiny "
-        "OS from Debian's busybox-static, pinned in corral.lock) or `image:<name>` (another "
-        "image of this spec)",
+        "OS from Debian's busybox-static, pinned in corral.lock), `debian:<suite>` (a minimal "
+        "Debian root made by mmdebstrap with `packages`, pinned in corral.lock), "
+        "`oci:<path>[@sha256:…]` (an OCI archive or layout beside the spec, checked by digest) "
+        "or `image:<name>` (another image of this spec)",
+    )
+    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$")]] = Field(
+        default_factory=list,
+        description="Debian packages installed in a `debian:<suite>` base (with their "
+        "dependencies; versions and .deb sha256s pinned in corral.lock)",
     )
     copy_: list[CopyStep] = Field(default_factory=list, alias="copy")
     run: list[str] = Field(
@@ -159,19 +171,98 @@ class HttpCheck(_Strict):
         return value
 
 
+def _one_check_kind(model: ProbeSpec | HealthSpec, *, http_default: bool) -> None:
+    """Exactly one of http / tcp / exec (the readiness check's http is its default kind)."""
+    given = [
+        kind
+        for kind, on in (
+            ("http", "http" in model.model_fields_set and model.http is not None),
+            ("tcp", model.tcp),
+            ("exec", model.exec_ is not None),
+        )
+        if on
+    ]
+    if len(given) > 1 or (not given and not http_default):
+        raise ValueError(
+            "a check is exactly one of `http:`, `tcp: true` or `exec: [argv...]`"
+            + (f" (got {' and '.join(given)})" if given else " (got none)")
+        )
+
+
+ExecArgv = Annotated[
+    list[Annotated[str, Field(min_length=1)]],
+    Field(
+        min_length=1,
+        description="a command run inside the instance (no shell: write [sh, -c, '...'] for "
+        "one); exit code 0 passes. Needs a driver that can exec (local, docker)",
+    ),
+]
+
+
+class ProbeSpec(_Strict):
+    """A `startup:` or `liveness:` check: exactly one of http / tcp / exec, probed by the
+    agent every `interval`; it fails after `failure_threshold` failures in a row (one pass is
+    a success, as in Kubernetes)."""
+
+    http: HttpCheck | None = None
+    tcp: bool = Field(default=False, description="passes when the port accepts a connection")
+    exec_: ExecArgv | None = Field(default=None, alias="exec")
+    interval: Duration = Field(default=1.0, gt=0)
+    timeout: Duration = Field(default=1.0, gt=0)
+    failure_threshold: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ProbeSpec:
+        _one_check_kind(self, http_default=False)
+        return self
+
+
 class HealthSpec(_Strict):
-    """How corral decides an instance is ready to receive traffic."""
+    """How corral judges an instance. The check itself (http, the default; tcp; or exec) is
+    readiness: an instance gets traffic once it passes. `startup:` and `liveness:` are
+    optional checks of their own, as in Kubernetes: startup gates readiness and liveness
+    (neither is judged before it passes); liveness failing `failure_threshold` times in a row
+    makes the instance dead, replaced from its release. Without `liveness:`, readiness failing
+    `failure_threshold` times in a row after the start does that."""
 
     http: HttpCheck = Field(default_factory=HttpCheck)
     tcp: bool = Field(
         default=False, description="ready when the port accepts a connection (instead of http)"
     )
+    exec_: ExecArgv | None = Field(
+        default=None, alias="exec", description="ready when this command exits 0 (instead of http)"
+    )
     interval: Duration = 0.2
     timeout: Duration = 2.0
     healthy_threshold: int = Field(default=1, ge=1)
-    start_timeout: Duration = Field(
-        default=30.0, description="an instance not healthy within this is a failed start"
+    failure_threshold: int = Field(
+        default=3,
+        ge=1,
+        description="failures in a row, once started, that take an instance out of routing "
+        "(with `liveness:`; it comes back after healthy_threshold passes) or make it dead "
+        "(without)",
     )
+    start_timeout: Duration = Field(
+        default=30.0,
+        description="an instance not ready within this is a failed start; with `startup:`, "
+        "counted from when startup passed",
+    )
+    startup: ProbeSpec | None = Field(
+        default=None,
+        description="a slow starter's check: readiness and liveness wait until it passes; "
+        "failure_threshold failures in a row are a failed start (allow failure_threshold x "
+        "interval, as in Kubernetes)",
+    )
+    liveness: ProbeSpec | None = Field(
+        default=None,
+        description="judged once started: failure_threshold failures in a row make the "
+        "instance dead, and it is replaced (reason `liveness`)",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HealthSpec:
+        _one_check_kind(self, http_default=True)
+        return self
 
 
 _PERCENT = re.compile(r"^(\d{1,3})%$")
@@ -187,6 +278,14 @@ Count = Annotated[
         }
     ),
 ]
+
+
+class PrometheusQueries(_Strict):
+    """PromQL templates; `$service`, `$release` and `$window` (e.g. `10000ms`) are filled in."""
+
+    requests: str | None = Field(default=None, description="requests in the window")
+    error_rate: str | None = Field(default=None, description="failed / all requests, 0..1")
+    p99_ms: str | None = Field(default=None, description="99th percentile latency in ms")
 
 
 class AnalysisSpec(_Strict):
@@ -207,6 +306,35 @@ class AnalysisSpec(_Strict):
         default=False,
         description="also fail when the error rate exceeds the old release's by max_error_rate",
     )
+    provider: Literal["router", "prometheus"] = Field(
+        default="router",
+        description="where the figures come from: the embedded router's counters, or a "
+        "Prometheus server (`url:`) that scrapes the agent's /metrics",
+    )
+    url: str | None = Field(default=None, description="Prometheus' base URL (provider: prometheus)")
+    queries: PrometheusQueries | None = Field(
+        default=None, description="PromQL templates (provider: prometheus); default: corral's own"
+    )
+
+    @model_validator(mode="after")
+    def _provider_url(self) -> AnalysisSpec:
+        if self.provider == "prometheus" and not self.url:
+            raise ValueError("provider: prometheus needs `url:` (e.g. http://127.0.0.1:9090)")
+        if self.provider != "prometheus" and (self.url or self.queries):
+            raise ValueError("`url:` and `queries:` need `provider: prometheus`")
+        return self
+
+    # The provider fields appear in a dump only when set, so settings recorded before they
+    # existed (and their plans and fingerprints) stay the same.
+    @model_serializer(mode="wrap")
+    def _only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("provider") == "router":
+            del data["provider"]
+        for key in ("url", "queries"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class PauseSpec(_Strict):
@@ -487,6 +615,18 @@ class KubernetesSettings(_Strict):
         default=None, description="kubeconfig file; default: $KUBECONFIG, else ~/.kube/config"
     )
     context: str | None = Field(default=None, description="kubeconfig context; default: current")
+    image_registry: str | None = Field(
+        default=None,
+        description="registry (and path) the cluster pulls corral's images from, by digest, "
+        "e.g. registry.example.com/team; you push them there (`skopeo copy oci:… docker://…`)",
+    )
+    gateway: str = Field(
+        default="corral", description="the Gateway API Gateway that exported HTTPRoutes attach to"
+    )
+    storage_class: str | None = Field(
+        default=None, description="storage class of volume claims; default: the cluster's"
+    )
+    volume_size: str = Field(default="1Gi", description="size each volume claim requests")
 
 
 class EnvironmentSpec(_Strict):

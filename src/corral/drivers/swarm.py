@@ -1,0 +1,600 @@
+"""The `swarm` driver: each corral instance is one Docker Swarm service with replicas=1.
+
+Why one service per *instance*, not per release: corral owns the roll-out, and law 6 asks it
+to take a *chosen* instance out of routing and drain it before it stops. Swarm's scale-down
+picks the task it stops by itself, so a release-sized service scaled by corral could stop an
+instance that still receives traffic. With one service per instance, corral stops exactly the
+one it drained; a release is the set of services carrying its label
+(`docker service ls --filter label=io.corral.release=r3`). Swarm still does what it is good
+at for that one task: placement across nodes, restarts after a crash, rescheduling off a lost
+node.
+
+Ownership is what corral recorded, as with the docker driver: per instance a record is written
+before the service is created and again with its id right after (law 7); a service that merely
+carries corral's labels is a stranger and is never touched.
+
+    instances/<environment>/<project>/<instance_id>/service.json
+        labels, port, image tag, Swarm secret names, and once created the service id; after a
+        stop, the exit code (the service itself is removed by stop)
+    logs/<environment>/<project>/<service>/<instance_id>.log
+        the task's output through the manager's service-logs API, copied on observe
+
+Images reach every node without a registry: corral loads each image into every engine of
+`node_engines` (docker_images.ensure_image) and names it by the tag it gave it. Traffic: each
+task publishes the app's port in host mode on a port its engine picks; the address is the
+node's swarm address plus that port (swarm_tasks.py). Swarm's routing mesh and VIPs are not
+used (they need IPVS). While Swarm brings a task back (after a crash, or off a lost node) the
+instance is observed PENDING: the agent takes it out of routing and routes it again, at its
+new address, once probed ready.
+
+Tasks run as law 1 and the no-login policy ask, as far as Swarm's API 1.41 allows: read-only
+root filesystem, tmpfs /tmp and /scratch, every capability dropped, an init as PID 1.
+`no-new-privileges` cannot be set on a Swarm service before API 1.44 (with no capability
+left, a setuid binary gains none). The SDK is synchronous: engine calls run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from corral.drivers import docker_volumes, swarm_secrets
+from corral.drivers.docker import _instance_env, _kill_exec, _tail, labels
+from corral.drivers.docker_engine import engine_call, is_not_found, sdk
+from corral.drivers.docker_images import ensure_image, image_tag
+from corral.drivers.instance_files import create_instance_dir, write_json
+from corral.drivers.protocol import (
+    EXEC_READ_LIMIT,
+    ExecResult,
+    LaunchSpec,
+    ObservedInstance,
+    ObservedState,
+    exec_output,
+)
+from corral.drivers.swarm_engines import SwarmEngines
+from corral.drivers.swarm_tasks import TaskView, node_is_up, task_view
+from corral.errors import DriverError
+from corral.images.store import ImageStore
+from corral.paths import Home
+
+LABEL = "io.corral."
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RECORD = "service.json"
+_NAME_LIMIT = 63  # Swarm service names are DNS labels
+_POLL = 0.2
+_TMPFS_BYTES = 64 * 1024 * 1024
+_STOP_GRACE = 10.0  # Swarm's own stop grace; corral's shorter grace goes to the node engine
+_START_DEADLINE = 120.0  # scheduling, loading from the node's image store, starting
+_STOP_DEADLINE = 30.0  # beyond the grace: Swarm's agent on the node reports the task ended
+_FAILED = ("failed", "rejected")  # a task that ended on its own, or that its node refused
+_LOG_EVERY = 2.0  # seconds between copies of one instance's log on observe
+
+
+class SwarmDriver:
+    """Instances as one-replica Swarm services; adopted across agents through the records."""
+
+    name = "swarm"
+
+    def __init__(
+        self,
+        home: Path,
+        project: str,
+        environment: str,
+        images: ImageStore,
+        *,
+        settings: dict[str, Any] | None = None,
+        startup_check: float = 0.5,
+    ) -> None:
+        sdk()  # a missing SDK is a usage problem (exit 2), found before anything starts
+        self._home = Home(Path(home))
+        self.project = project
+        self.environment = environment
+        self._images = images
+        self.engines = SwarmEngines(settings or {})
+        self._startup_check = startup_check
+        self._logged_at: dict[str, float] = {}
+
+    # -- the Driver interface -----------------------------------------------------------------
+
+    async def start(self, spec: LaunchSpec) -> ObservedInstance:
+        self._check_spec(spec)
+        return await asyncio.to_thread(self._start, spec)
+
+    async def stop(self, instance_id: str, *, grace: float) -> None:
+        await asyncio.to_thread(self._stop, instance_id, grace)
+
+    async def observe(self) -> list[ObservedInstance]:
+        seen = await asyncio.to_thread(self._observe)
+        return sorted(seen, key=lambda o: (o.service, o.serial, o.instance_id))
+
+    async def forget(self, instance_id: str) -> None:
+        await asyncio.to_thread(self._forget, instance_id)
+
+    def log_path(self, instance_id: str) -> Path | None:
+        record = self._load(instance_id)
+        if record is not None:
+            return self._log_file(str(record["service"]), instance_id)
+        if not _ID_PATTERN.match(instance_id):
+            return None
+        found = sorted(self._logs_root().glob(f"*/{instance_id}.log"))  # forgotten ones
+        return found[0] if found else None
+
+    async def exec(self, instance_id: str, argv: list[str], timeout: float) -> ExecResult:
+        """`docker exec` in the task's container through its node's engine (which must be one
+        of `node_engines`); the container's read-only root and dropped capabilities apply."""
+        api, container, record = await asyncio.to_thread(self._running_container, instance_id)
+        with engine_call(f"exec in {record['name']}"):
+            exec_id = api.exec_create(container, argv, stdout=True, stderr=True)["Id"]
+        task = asyncio.ensure_future(asyncio.to_thread(_exec_read, api, exec_id))
+        try:
+            data, code = await asyncio.wait_for(asyncio.shield(task), timeout)
+            timed_out = False
+        except TimeoutError:
+            await asyncio.to_thread(_kill_exec, api, exec_id)
+            data, code, timed_out = b"", 124, True
+            with contextlib.suppress(Exception):
+                data = (await asyncio.wait_for(task, 5.0))[0]
+        secrets = await asyncio.to_thread(self._env_secret_values, record)
+        return ExecResult(code, exec_output(data, secrets), timed_out=timed_out)
+
+    def close(self) -> None:
+        """Close the connections to the engines (instances keep running)."""
+        self.engines.close()
+
+    # -- starting -----------------------------------------------------------------------------
+
+    def _check_spec(self, spec: LaunchSpec) -> None:
+        if (spec.project, spec.environment) != (self.project, self.environment):
+            raise DriverError(
+                f"{spec.instance_id} belongs to {spec.project}/{spec.environment}, but this "
+                f"driver runs {self.project}/{self.environment}",
+                hint="Start it through the driver of its own project and environment.",
+            )
+        if not _ID_PATTERN.match(spec.instance_id):
+            raise DriverError(f"invalid instance id {spec.instance_id!r}")
+        if self._instance_dir(spec.instance_id).exists():
+            raise DriverError(
+                f"instance id {spec.instance_id} was already used; ids are never reused",
+                hint="Start a new instance under a new id.",
+            )
+
+    def _start(self, spec: LaunchSpec) -> ObservedInstance:
+        manager = self.engines.manager()
+        for api in self.engines.node_apis():  # no registry: every node gets the image itself
+            ensure_image(api, self._images, spec.image_digest, self.project)
+        inst_dir = self._instance_dir(spec.instance_id)
+        record = _record(spec, service_name(spec))
+        create_instance_dir(inst_dir, _RECORD, record)
+        try:
+            with swarm_secrets.SECRETS_LOCK:
+                refs = swarm_secrets.file_secrets(manager, spec)
+                record["swarm_secrets"] = [ref["SecretName"] for ref in refs]
+                write_json(inst_dir / _RECORD, record)
+                with engine_call(f"create swarm service {record['name']}"):
+                    created = manager.create_service(
+                        self._task_template(spec, refs),
+                        name=record["name"],
+                        labels=labels(spec),
+                        mode={"Replicated": {"Replicas": 1}},
+                        endpoint_spec={
+                            "Mode": "dnsrr",  # no VIP: it needs IPVS, and the router balances
+                            "Ports": [
+                                {"Protocol": "tcp", "TargetPort": spec.port, "PublishMode": "host"}
+                            ],
+                        },
+                    )
+            record["service_id"] = str(created["ID"])
+            write_json(inst_dir / _RECORD, record)
+            return self._running_after_start(spec, record)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._remove_service(record)  # a failed start leaves nothing behind
+            shutil.rmtree(inst_dir, ignore_errors=True)
+            raise
+
+    def _task_template(self, spec: LaunchSpec, secret_refs: list[Any]) -> Any:
+        types = sdk().types
+        ContainerSpec, Mount, Placement = types.ContainerSpec, types.Mount, types.Placement
+        RestartPolicy, TaskTemplate = types.RestartPolicy, types.TaskTemplate
+        tmpfs = [
+            Mount(path, "", type="tmpfs", tmpfs_size=_TMPFS_BYTES) for path in ("/tmp", "/scratch")
+        ]
+        volumes = [
+            Mount(
+                m.path,
+                docker_volumes.volume_name(self.project, self.environment, m),
+                type="volume",
+                labels=docker_volumes.volume_labels(self.project, self.environment, m),
+            )
+            for m in spec.mounts
+        ]
+        container = ContainerSpec(
+            image_tag(self.project, spec.image_digest),
+            args=spec.command,  # like `docker run IMAGE CMD…`: the image's entrypoint stays
+            env=[f"{k}={v}" for k, v in _instance_env(spec).items()],
+            labels=labels(spec),
+            mounts=tmpfs + volumes,
+            secrets=secret_refs or None,
+            read_only=True,
+            init=True,
+            cap_drop=["ALL"],
+            stop_grace_period=int(_STOP_GRACE * 1e9),
+        )
+        pinned = self._volume_nodes(spec)
+        return TaskTemplate(
+            container,
+            # Swarm restarts a crashed task and reschedules one off a lost node; an app that
+            # exits 0 has ended on purpose and is left ended (corral replaces it)
+            restart_policy=RestartPolicy(condition="on-failure", delay=int(1e9)),
+            placement=Placement(constraints=[f"node.id=={pinned}"]) if pinned else None,
+        )
+
+    def _volume_nodes(self, spec: LaunchSpec) -> str | None:
+        """A per_instance volume lives on the node where its serial first ran: its successor is
+        pinned there (else it would start on another node with an empty volume). Found by
+        asking each node engine of `node_engines` whether it has the volume."""
+        wanted = [
+            docker_volumes.volume_name(self.project, self.environment, m)
+            for m in spec.mounts
+            if m.serial is not None
+        ]
+        if not wanted or not self.engines.node_hosts:
+            return None
+        for api in self.engines.node_apis():
+            with engine_call("list volumes"):
+                names = {v["Name"] for v in api.volumes().get("Volumes") or []}
+            if any(name in names for name in wanted):
+                with engine_call("ask a node engine which node it is"):
+                    node_id = str((api.info().get("Swarm") or {}).get("NodeID") or "")
+                return node_id or None
+        return None
+
+    def _running_after_start(self, spec: LaunchSpec, record: dict[str, Any]) -> ObservedInstance:
+        """Wait until the task runs and has kept running `startup_check` seconds; a task that
+        ended (or was refused by its node) in the meantime is a failed start."""
+        deadline = time.monotonic() + _START_DEADLINE
+        running_since: float | None = None
+        while True:
+            service, tasks = self._service_and_tasks(record)
+            failed = [
+                t for t in tasks if t.get("Status", {}).get("State") in ("failed", "rejected")
+            ]
+            if failed:
+                raise self._start_failure(spec, record, failed[-1])
+            view = task_view(service, tasks, self._nodes(), int(record["port"]))
+            if view.state is ObservedState.RUNNING:
+                running_since = running_since or time.monotonic()
+                if time.monotonic() - running_since >= self._startup_check:
+                    return self._observed(record, view)
+            if time.monotonic() > deadline:
+                raise DriverError(
+                    f"{spec.instance_id}: swarm service {record['name']} did not run within "
+                    f"{_START_DEADLINE:g}s",
+                    hint="See `docker service ps "
+                    f"{record['name']} --no-trunc` on the manager: a node may lack the image "
+                    "(list every node's engine in `swarm.node_engines`) or the resources.",
+                )
+            time.sleep(_POLL)
+
+    def _start_failure(
+        self, spec: LaunchSpec, record: dict[str, Any], task: dict[str, Any]
+    ) -> DriverError:
+        status = task.get("Status", {})
+        code = (status.get("ContainerStatus") or {}).get("ExitCode")
+        self._sync_logs(record, force=True)
+        log = self._log_file(spec.service, spec.instance_id)
+        why = f"exited at once with code {code}" if code else f"was refused: {status.get('Err')}"
+        return DriverError(
+            f"{spec.instance_id}: swarm task of {record['name']} {why}",
+            hint=f"Last lines of its log ({log}):\n{_tail(log)}",
+        )
+
+    # -- stopping and forgetting --------------------------------------------------------------
+
+    def _stop(self, instance_id: str, grace: float) -> None:
+        record = self._load(instance_id)
+        if record is None or record.get("removed"):
+            return
+        service_id = record.get("service_id") or self._created_unrecorded(record)
+        if service_id:
+            record["service_id"] = service_id
+            record["exit_code"] = self._scale_to_zero(record, grace)
+        self._remove_service(record)
+        record["removed"] = True
+        write_json(self._instance_dir(instance_id) / _RECORD, record)
+
+    def _scale_to_zero(self, record: dict[str, Any], grace: float) -> int | None:
+        """Swarm stops the task (no restart: it is no longer wanted); the node's engine is asked
+        to stop it within corral's grace, and the ended task's exit code is returned."""
+        manager = self.engines.manager()
+        service, tasks = self._service_and_tasks(record)
+        if service is None:
+            return record.get("exit_code")
+        view = task_view(service, tasks, self._nodes(), int(record["port"]))
+        with engine_call(f"scale swarm service {record['name']} to 0"):
+            manager.update_service(
+                record["service_id"],
+                version=int(service["Version"]["Index"]),
+                mode={"Replicated": {"Replicas": 0}},
+                fetch_current_spec=True,
+            )
+        node_api = self._node_api_of(tasks, view)
+        if node_api is not None and view.container_id:
+            with contextlib.suppress(Exception):  # Swarm's own stop follows anyway
+                node_api.stop(view.container_id, timeout=max(0, math.ceil(grace)))
+        deadline = time.monotonic() + grace + _STOP_DEADLINE
+        while time.monotonic() < deadline:
+            service, tasks = self._service_and_tasks(record)
+            nodes = self._nodes()  # a task on a node that is down will never say it ended
+            if service is None or not any(_is_live(t, nodes) for t in tasks):
+                break
+            time.sleep(_POLL)
+        self._sync_logs(record, force=True)
+        return task_view(service, tasks, {}, int(record["port"])).exit_code
+
+    def _forget(self, instance_id: str) -> None:
+        record = self._load(instance_id)
+        if record is None:
+            return
+        if not record.get("removed"):
+            service, tasks = self._service_and_tasks(record)
+            view = task_view(service, tasks, self._nodes(), int(record["port"]))
+            if view.state is not ObservedState.EXITED:
+                raise DriverError(
+                    f"{instance_id} is still running; it cannot be forgotten",
+                    hint="Stop it first.",
+                )
+            self._remove_service(record)
+        shutil.rmtree(self._instance_dir(instance_id))
+        self._logged_at.pop(instance_id, None)
+
+    def _remove_service(self, record: dict[str, Any]) -> None:
+        """Remove the service this record names (by id; by name only when the id was never
+        recorded, and then only if its labels name this instance), then its unused secrets."""
+        service_id = record.get("service_id") or self._created_unrecorded(record)
+        manager = self.engines.manager()
+        with swarm_secrets.SECRETS_LOCK:
+            if service_id:
+                self._sync_logs({**record, "service_id": service_id}, force=True)
+                try:
+                    with engine_call(f"remove swarm service {record['name']}"):
+                        manager.remove_service(service_id)
+                except Exception as exc:
+                    if not is_not_found(exc):
+                        raise
+            swarm_secrets.remove_unused(manager, list(record.get("swarm_secrets") or []))
+
+    def _created_unrecorded(self, record: dict[str, Any]) -> str | None:
+        """A service created from this record by a driver that died before writing its id."""
+        try:
+            with engine_call(f"inspect swarm service {record['name']}"):
+                found = self.engines.manager().inspect_service(record["name"])
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        mine = found["Spec"].get("Labels", {}).get(LABEL + "instance") == record["instance_id"]
+        return str(found["ID"]) if mine else None
+
+    # -- observing ----------------------------------------------------------------------------
+
+    def _observe(self) -> list[ObservedInstance]:
+        records = self._records()
+        if not records:
+            return []
+        manager = self.engines.manager()
+        filters = {
+            "label": [f"{LABEL}project={self.project}", f"{LABEL}environment={self.environment}"]
+        }
+        with engine_call("list swarm services"):
+            services = {s["ID"]: s for s in manager.services(filters=filters)}
+        ids = [str(r["service_id"]) for r in records if r.get("service_id") in services]
+        tasks: dict[str, list[dict[str, Any]]] = {}
+        if ids:
+            with engine_call("list swarm tasks"):
+                for task in manager.tasks(filters={"service": ids}):
+                    tasks.setdefault(str(task.get("ServiceID")), []).append(task)
+        nodes = self._nodes()
+        seen = []
+        for record in records:
+            service = services.get(str(record.get("service_id") or ""))
+            if service is not None:
+                own = tasks.get(service["ID"], [])
+                view = task_view(service, own, nodes, int(record["port"]))
+                self._sync_logs(record)
+            else:  # stopped (the exit code was kept), or removed behind corral's back
+                code = record.get("exit_code")
+                view = TaskView(ObservedState.EXITED, exit_code=None if code is None else int(code))
+            seen.append(self._observed(record, view))
+        return seen
+
+    def _observed(self, record: dict[str, Any], view: TaskView) -> ObservedInstance:
+        return ObservedInstance(
+            instance_id=str(record["instance_id"]),
+            service=str(record["service"]),
+            serial=int(record["serial"]),
+            release=int(record["release"]),
+            state=view.state,
+            address=view.address,
+            driver_ref=str(record.get("service_id") or ""),
+            image_digest=str(record["image_digest"]),
+            exit_code=None if view.state is ObservedState.RUNNING else view.exit_code,
+            started_at=float(record["created_at"]),
+            node=view.node,
+        )
+
+    def _service_and_tasks(
+        self, record: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        manager = self.engines.manager()
+        service_id = record.get("service_id")
+        if not service_id:
+            return None, []
+        try:
+            with engine_call(f"inspect swarm service {record['name']}"):
+                service: dict[str, Any] = manager.inspect_service(service_id)
+            with engine_call(f"list the tasks of {record['name']}"):
+                tasks: list[dict[str, Any]] = manager.tasks(filters={"service": service_id})
+        except Exception as exc:
+            if is_not_found(exc):
+                return None, []
+            raise
+        return service, tasks
+
+    def _nodes(self) -> dict[str, dict[str, Any]]:
+        with engine_call("list swarm nodes"):
+            return {str(n["ID"]): n for n in self.engines.manager().nodes()}
+
+    def _node_api_of(self, tasks: list[dict[str, Any]], view: TaskView) -> Any | None:
+        node_id = next((t.get("NodeID") for t in tasks if t.get("ID") == view.task_id), None)
+        return self.engines.api_of_node(str(node_id)) if node_id else None
+
+    def _running_container(self, instance_id: str) -> tuple[Any, str, dict[str, Any]]:
+        record = self._load(instance_id)
+        if record is None or record.get("removed") or not record.get("service_id"):
+            raise DriverError(f"{instance_id} is not running: there is nothing to run a command in")
+        service, tasks = self._service_and_tasks(record)
+        view = task_view(service, tasks, self._nodes(), int(record["port"]))
+        if view.state is not ObservedState.RUNNING or not view.container_id:
+            raise DriverError(f"{instance_id} is not running: there is nothing to run a command in")
+        api = self._node_api_of(tasks, view)
+        if api is None:
+            raise DriverError(
+                f"{instance_id} runs on node {view.node}, whose engine corral cannot reach",
+                hint="List every node's Docker API address in `swarm.node_engines`.",
+            )
+        return api, view.container_id, record
+
+    def _env_secret_values(self, record: dict[str, Any]) -> list[str]:
+        """The task's `as: env` secret values, to redact from exec output (law 5)."""
+        names = set(record.get("env_secret_names", []))
+        if not names or not record.get("service_id"):
+            return []
+        with engine_call(f"inspect swarm service {record['name']}"):
+            service = self.engines.manager().inspect_service(record["service_id"])
+        env = service["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env") or []
+        pairs = (item.split("=", 1) for item in env if "=" in item)
+        return [value for name, value in pairs if name in names]
+
+    def _sync_logs(self, record: dict[str, Any], *, force: bool = False) -> None:
+        """Copy the service's whole log (all its tasks, through the manager) to the instance's
+        log file, at most every _LOG_EVERY seconds unless forced."""
+        instance_id = str(record["instance_id"])
+        now = time.monotonic()
+        if not force and now - self._logged_at.get(instance_id, -_LOG_EVERY) < _LOG_EVERY:
+            return
+        self._logged_at[instance_id] = now
+        path = self._log_file(str(record["service"]), instance_id)
+        try:
+            with engine_call(f"read the logs of {record['name']}"):
+                chunks = self.engines.manager().service_logs(
+                    record["service_id"], stdout=True, stderr=True
+                )
+                data = b"".join(chunks)
+        except Exception as exc:
+            if is_not_found(exc) or isinstance(exc, DriverError):
+                return  # logs are best effort: a node that is down cannot send its part
+            raise
+        try:
+            if path.stat().st_size >= len(data):  # the same, or a node's part is missing now
+                return
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    # -- the bookkeeping on disk --------------------------------------------------------------
+
+    def _instances_root(self) -> Path:
+        return self._home.instances(self.environment) / self.project
+
+    def _instance_dir(self, instance_id: str) -> Path:
+        return self._instances_root() / instance_id
+
+    def _logs_root(self) -> Path:
+        return self._home.logs(self.environment) / self.project
+
+    def _log_file(self, service: str, instance_id: str) -> Path:
+        return self._logs_root() / service / f"{instance_id}.log"
+
+    def _records(self) -> list[dict[str, Any]]:
+        root = self._instances_root()
+        if not root.is_dir():
+            return []
+        found = (self._load(entry.name) for entry in sorted(root.iterdir()))
+        return [record for record in found if record is not None]
+
+    def _load(self, instance_id: str) -> dict[str, Any] | None:
+        """The record of this project's instance `instance_id`, or None (not ours)."""
+        if not _ID_PATTERN.match(instance_id):
+            return None
+        path = self._instance_dir(instance_id) / _RECORD
+        try:
+            record: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise DriverError(
+                f"{path} cannot be read: {exc}",
+                hint="Remove the swarm service it names by hand if it runs, then that directory.",
+            ) from exc
+        return record if record.get("project") == self.project else None
+
+
+def service_name(spec: LaunchSpec) -> str:
+    """Unique per instance id (a replacement never clashes with what it replaces), and a
+    valid DNS label: a long one is cut and made unique by a hash."""
+    base = f"corral-{spec.project}-{spec.environment}-{spec.service}-{spec.instance_id}"
+    base = re.sub(r"[^A-Za-z0-9-]", "-", base)
+    if len(base) <= _NAME_LIMIT:
+        return base
+    digest = hashlib.sha256(base.encode()).hexdigest()[:12]
+    return f"{base[: _NAME_LIMIT - 13].rstrip('-')}-{digest}"
+
+
+def _record(spec: LaunchSpec, name: str) -> dict[str, Any]:
+    """Written before the service is created. Values stay out (law 5): names only."""
+    return {
+        "instance_id": spec.instance_id,
+        "project": spec.project,
+        "environment": spec.environment,
+        "service": spec.service,
+        "serial": spec.serial,
+        "release": spec.release,
+        "image_digest": spec.image_digest,
+        "image": image_tag(spec.project, spec.image_digest),
+        "name": name,
+        "command": spec.command,
+        "env_names": sorted(spec.env),
+        "env_secret_names": sorted(n for n, (_, as_) in spec.secrets.items() if as_ == "env"),
+        "swarm_secrets": [],
+        "port": spec.port,
+        "service_id": None,
+        "created_at": time.time(),
+    }
+
+
+def _is_live(task: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> bool:
+    """A task that runs or may still start, on a node that is up (or not placed yet)."""
+    state = str(task.get("Status", {}).get("State", ""))
+    if state not in ("new", "pending", "assigned", "accepted", "preparing", "starting", "running"):
+        return False
+    node = nodes.get(str(task.get("NodeID") or ""))
+    return node is None if not task.get("NodeID") else node is not None and node_is_up(node)
+
+
+def _exec_read(api: Any, exec_id: str) -> tuple[bytes, int]:
+    with engine_call("read an exec's output"):
+        data: bytes = api.exec_start(exec_id)
+        code = api.exec_inspect(exec_id).get("ExitCode")
+    return data[:EXEC_READ_LIMIT], 127 if code is None else int(code)
