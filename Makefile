@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # what the demo needs; the tests add the engines they run against; the benches their peers
 DEMO_PACKAGES  := bubblewrap python3
-TEST_PACKAGES  := $(DEMO_PACKAGES) busybox-static mmdebstrap docker.io postgresql aide chromium prometheus
+TEST_PACKAGES  := $(DEMO_PACKAGES) iproute2 busybox-static mmdebstrap docker.io postgresql aide chromium prometheus
 BENCH_PACKAGES := $(TEST_PACKAGES) wrk hey haproxy nginx-light
 PACKAGES ?= $(DEMO_PACKAGES)
 
