@@ -141,3 +141,10 @@ def test_a_corrupted_layer_stops_the_bake(tmp_path: Path, spec_dir: Path) -> Non
     layer.write_bytes(gzip.compress(bytes(raw), mtime=0))
     with pytest.raises(BakeError, match="corrupted"):
         bake(ImageStore(tmp_path / "images"), spec_dir, f"golden@{digest}")
+
+
+def test_packages_need_a_debian_base(tmp_path: Path, spec_dir: Path) -> None:
+    digest = make_layout(spec_dir / "golden")
+    recipe = ImageSpec.model_validate({"from": f"oci:golden@{digest}", "packages": ["curl"]})
+    with pytest.raises(UsageError, match=r"images\.app\.packages: only a `debian:<suite>`"):
+        bake_images(ImageStore(tmp_path / "images"), {"app": recipe}, spec_dir)

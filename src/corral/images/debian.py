@@ -1,9 +1,9 @@
 """`from: debian:<suite>` with `packages:`: a minimal Debian root made by mmdebstrap.
 
 Resolving (the first bake, or `--update-bases`) runs mmdebstrap against the machine's
-configured apt mirror with `--variant=essential` plus the recipe's packages, and keeps every
-.deb it installed in the store (`bases/<sha256>.deb`). `corral.lock` then pins the whole set:
-each package's name, version, architecture and .deb sha256.
+configured apt mirror with `--variant=essential` plus the recipe's packages, keeps every .deb it
+installed in the store (`bases/<sha256>.deb`), and caches the root it made. `corral.lock`
+then pins the whole set: each package's name, version, architecture and .deb sha256.
 
 Baking installs exactly the pinned .debs: mmdebstrap runs as it did when resolving
 (`--variant=essential --include=<the recipe's packages>`), but against a private flat repository
@@ -38,7 +38,7 @@ from corral.images import bases
 from corral.images.bases import BasePin
 from corral.images.cache import CachedLayer
 from corral.images.digests import canonical_json, digest_bytes
-from corral.images.model import Parent
+from corral.images.model import EPOCH, Parent
 from corral.images.store import ImageStore
 from corral.images.tarimport import layer_from_tar
 
@@ -91,41 +91,52 @@ def lock_key(suite: str, packages: list[str]) -> str:
     return f"debian:{suite}" + (f"[{','.join(wanted)}]" if wanted else "")
 
 
-def resolve(store: ImageStore, suite: str, packages: list[str]) -> DebianPin:
-    """Ask the mirror what `--variant=essential --include=packages` installs; keep the .debs."""
+def resolve(store: ImageStore, suite: str, packages: list[str], epoch: int = EPOCH) -> DebianPin:
+    """Ask the mirror what `--variant=essential --include=packages` installs; keep the .debs.
+
+    The root made while resolving is byte for byte the one a locked bake makes from the same
+    .debs (tests/unit/test_debian_base.py checks it), so it is cached for `epoch` at once: the
+    first bake runs mmdebstrap once, not twice."""
     _need_mmdebstrap()
     include = tuple(sorted(set(packages)))
     with tempfile.TemporaryDirectory(dir=bases.tmp_dir(store), prefix="debian-") as work:
         out = Path(work) / "debs"
-        command = [
-            "mmdebstrap",
-            f"--variant={VARIANT}",
-            "--format=null",
-            "--skip=essential/unlink,download/empty",
+        keep_debs = [
+            "--skip=essential/unlink",
             f"--customize-hook=copy-out /var/cache/apt/archives/ {out}",
         ]
-        if include:
-            command.append(f"--include={','.join(include)}")
-        command += [suite, "/dev/null", *host_mirrors(suite)]
-        _run(command, Path(work), what=f"resolving debian:{suite}")
+        tarball = _bootstrap(
+            Path(work),
+            suite,
+            include,
+            host_mirrors(suite),
+            epoch,
+            what=f"resolving debian:{suite}",
+            extra=keep_debs,
+        )
         debs = sorted((out / "archives").glob("*.deb"))
         if not debs:
             raise BakeError(f"mmdebstrap installed no package for debian:{suite}")
         pins = sorted((bases.keep(store, deb, None) for deb in debs), key=lambda p: p.package)
-    return DebianPin(suite=suite, include=include, packages=tuple(pins))
+        pin = DebianPin(suite=suite, include=include, packages=tuple(pins))
+        store.remember(_cache_key(pin, epoch), _write(store, tarball, Path(work), epoch))
+    return pin
 
 
 def parent(store: ImageStore, key: str, pin: DebianPin, epoch: int) -> Parent:
     """The Debian base layer of `pin`, built once per (pin, epoch) and cached in the store."""
-    cache_key = digest_bytes(
-        canonical_json({"v": DEBIAN_FORMAT, "base": "debian", "pin": pin.sha256, "epoch": epoch})
-    )
-    cached = store.cached(cache_key)
+    cached = store.cached(_cache_key(pin, epoch))
     if cached is None:
         cached = _build(store, key, pin, epoch)
-        store.remember(cache_key, cached)
+        store.remember(_cache_key(pin, epoch), cached)
     label = f"{key}@sha256:{pin.sha256}"
     return bases.os_parent(store, label, cached, [p.to_json() for p in pin.packages])
+
+
+def _cache_key(pin: DebianPin, epoch: int) -> str:
+    return digest_bytes(
+        canonical_json({"v": DEBIAN_FORMAT, "base": "debian", "pin": pin.sha256, "epoch": epoch})
+    )
 
 
 def _build(store: ImageStore, key: str, pin: DebianPin, epoch: int) -> CachedLayer:
@@ -134,26 +145,56 @@ def _build(store: ImageStore, key: str, pin: DebianPin, epoch: int) -> CachedLay
     with tempfile.TemporaryDirectory(dir=bases.tmp_dir(store), prefix="debian-") as work:
         repo = Path(work) / "repo"
         _flat_repository(debs, repo, pin.suite)
-        tarball = Path(work) / "root.tar"
-        hooks = [
-            'rm -f "$1/etc/resolv.conf" "$1/etc/hostname"',
-            f'mkdir -p "$1/etc/apt" && printf "{_FIXED_SOURCES.format(suite=pin.suite)}"'
-            ' > "$1/etc/apt/sources.list"',
-        ]
-        command = [
-            "mmdebstrap",
-            f"--variant={pin.variant}",
-            *([f"--include={','.join(pin.include)}"] if pin.include else []),
-            "--format=tar",
-            *(f"--customize-hook={hook}" for hook in hooks),
+        mirror = f"deb [trusted=yes] copy://{repo} ./"
+        tarball = _bootstrap(
+            Path(work),
             pin.suite,
-            str(tarball),
-            f"deb [trusted=yes] copy://{repo} ./",
-        ]
-        _run(command, Path(work), what=f"building {key}", epoch=epoch)
-        with open(tarball, "rb") as handle:
-            layer = layer_from_tar(handle, Path(work) / "files", epoch, src="debian")
-        return store.write_layer(layer, with_entries=True)
+            pin.include,
+            [mirror],
+            epoch,
+            what=f"building {key}",
+            variant=pin.variant,
+        )
+        return _write(store, tarball, Path(work), epoch)
+
+
+def _bootstrap(
+    work: Path,
+    suite: str,
+    include: tuple[str, ...],
+    mirrors: list[str],
+    epoch: int,
+    *,
+    what: str,
+    variant: str = VARIANT,
+    extra: list[str] | None = None,
+) -> Path:
+    """mmdebstrap's root as a tarball (`work/root.tar`), with fixed hostname/resolv/sources."""
+    tarball = work / "root.tar"
+    hooks = [
+        'rm -f "$1/etc/resolv.conf" "$1/etc/hostname"',
+        f'mkdir -p "$1/etc/apt" && printf "{_FIXED_SOURCES.format(suite=suite)}"'
+        ' > "$1/etc/apt/sources.list"',
+    ]
+    command = [
+        "mmdebstrap",
+        f"--variant={variant}",
+        "--format=tar",
+        *(extra or []),
+        *([f"--include={','.join(include)}"] if include else []),
+        *(f"--customize-hook={hook}" for hook in hooks),
+        suite,
+        str(tarball),
+        *mirrors,
+    ]
+    _run(command, work, what=what, epoch=epoch)
+    return tarball
+
+
+def _write(store: ImageStore, tarball: Path, work: Path, epoch: int) -> CachedLayer:
+    with open(tarball, "rb") as handle:
+        layer = layer_from_tar(handle, work / "files", epoch, src="debian")
+    return store.write_layer(layer, with_entries=True)
 
 
 def ensure(store: ImageStore, key: str, pin: DebianPin) -> list[Path]:

@@ -91,7 +91,7 @@ def bake_images(
             pins[key] = (
                 bases.resolve(store)
                 if key == "busybox"
-                else debian.resolve(store, suite, recipe.packages)
+                else debian.resolve(store, suite, recipe.packages, recipe.epoch)
             )
     changed = write_lock(path, pins) if pins != was else False
     refs: dict[str, ImageRef] = {}
