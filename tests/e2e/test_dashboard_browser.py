@@ -132,6 +132,16 @@ def test_a_canary_updates_live_and_the_operator_aborts_it(fleet: Fleet, page: An
                 timeout=15_000,
             )
 
+            # without the token the action is refused, and the roll-out goes on
+            page.fill("#token", "")
+            page.dispatch_event("#token", "change")
+            page.click(f"{block} button:has-text('abort')")
+            page.wait_for_selector("#msg .bad", timeout=15_000)
+            assert "refused (401)" in page.inner_text("#msg"), page.inner_text("#msg")
+            assert apply.poll() is None
+            page.fill("#token", secret)
+            page.dispatch_event("#token", "change")
+
             page.click(f"{block} button:has-text('abort')")
             page.wait_for_selector("#msg .ok", timeout=15_000)
             assert "abort the roll-out of web: done" in page.inner_text("#msg")
