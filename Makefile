@@ -52,6 +52,7 @@ bench: venv
 	$(BIN)/python bench/rollout_local.py
 	$(BIN)/python bench/router.py
 	$(BIN)/python bench/plan_scale.py
+	$(BIN)/python bench/rollout_swarm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

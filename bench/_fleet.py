@@ -10,14 +10,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
+
+from corral.testing import load
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRAL = str(Path(sys.executable).parent / "corral")
@@ -103,49 +101,23 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-class Load:
-    """Bounded keep-alive load through the router, counting failed requests."""
+class Load(load.Load):
+    """The benches' load: 8 keep-alive clients for at most 2 minutes unless told otherwise."""
 
-    def __init__(self, url: str, *, clients: int = 8, max_seconds: float = 120.0) -> None:
-        self.url = url
-        self.max_seconds = max_seconds
-        self.ok = 0
-        self.failed = 0
-        self.errors: Counter[str] = Counter()
-        self.started = 0.0
-        self.stopped = 0.0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+    def __init__(
+        self, url: str, *, clients: int = 8, max_seconds: float = 120.0, **options: Any
+    ) -> None:
+        super().__init__(url, clients=clients, max_seconds=max_seconds, **options)
 
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        with httpx.Client(timeout=5.0) as client:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                try:
-                    good = client.get(self.url).status_code < 500
-                    error = None if good else "5xx"
-                except httpx.HTTPError as exc:
-                    good, error = False, type(exc).__name__
-                with self._lock:
-                    if good:
-                        self.ok += 1
-                    else:
-                        self.failed += 1
-                        self.errors[error or "?"] += 1
 
-    def __enter__(self) -> Load:
-        self.started = time.monotonic()
-        for thread in self._threads:
-            thread.start()
-        return self
+class TimedLoad(load.Load):
+    """Keep-alive clients on the route `port` recording every request's latency."""
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        self.stopped = time.monotonic()
-
-    @property
-    def rate(self) -> float:
-        return (self.ok + self.failed) / max(1e-9, self.stopped - self.started)
+    def __init__(self, port: int, clients: int = 6, max_seconds: float = 120) -> None:
+        super().__init__(
+            f"http://127.0.0.1:{port}/",
+            clients=clients,
+            max_seconds=max_seconds,
+            json_body=False,
+            record=True,
+        )

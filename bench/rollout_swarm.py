@@ -17,7 +17,6 @@ Run: `.venv/bin/python bench/rollout_swarm.py [--replicas 12] [--skip-corral]`
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -26,12 +25,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from _fleet import CORRAL, ROOT, Load, free_port
 from rollout_docker import APPLETS, BUSYBOX, SERVE
+
+from corral.testing.load import Load as BaseLoad
 
 sys.path.insert(0, str(ROOT))
 from tests.swarm_lab import SwarmLab
@@ -68,7 +68,6 @@ ROLLING = """      type: rolling
       max_surge: 2
       max_unavailable: 0"""
 CANARY = """      type: canary
-      max_surge: 2
       steps:
         - set_weight: 25
         - pause: {duration: 1s}
@@ -84,67 +83,34 @@ NATIVE_SERVE = (
 )
 
 
-class DiscoveringLoad:
+class DiscoveringLoad(Load):
     """Bounded load straight to the tasks' host-mode ports; the task list is re-read every
     0.5 s from the manager (Swarm has no front door here: its mesh needs IPVS)."""
 
     def __init__(self, lab: SwarmLab, service: str, clients: int = 8, max_seconds: float = 180):
+        super().__init__(
+            "http://127.0.0.1/",
+            clients=clients,
+            max_seconds=max_seconds,
+            keep_alive=False,
+            json_body=False,
+        )
         self.lab, self.service = lab, service
-        self.clients, self.max_seconds = clients, max_seconds
         self.endpoints = lab.endpoints(service)
-        self.ok = self.failed = 0
-        self.errors: Counter[str] = Counter()
-        self.started = self.stopped = 0.0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
 
     def _discover(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self.stopping.wait(0.5):
             found = self.lab.endpoints(self.service)
             if found:
                 self.endpoints = found
 
-    def _run(self, offset: int) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        turn = offset
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            endpoints = self.endpoints
-            ip, port = endpoints[turn % len(endpoints)]
-            turn += 1
-            conn = http.client.HTTPConnection(ip, port, timeout=5.0)
-            try:
-                conn.request("GET", "/")
-                response = conn.getresponse()
-                response.read()
-                error = f"HTTP {response.status}" if response.status >= 500 else None
-            except (OSError, http.client.HTTPException) as exc:
-                error = type(exc).__name__
-            finally:
-                conn.close()
-            with self._lock:
-                if error is None:
-                    self.ok += 1
-                else:
-                    self.failed += 1
-                    self.errors[error] += 1
+    def next_target(self, client: int, turn: int) -> tuple[str, int, str]:
+        endpoints = self.endpoints
+        ip, port = endpoints[(client + turn) % len(endpoints)]
+        return ip, port, "/"
 
-    def __enter__(self) -> DiscoveringLoad:
-        self.started = time.monotonic()
-        targets = [self._discover] + [lambda i=i: self._run(i) for i in range(self.clients)]
-        self._threads = [threading.Thread(target=t, daemon=True) for t in targets]
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        self.stopped = time.monotonic()
-
-    @property
-    def rate(self) -> float:
-        return (self.ok + self.failed) / max(1e-9, self.stopped - self.started)
+    def threads(self) -> list[threading.Thread]:
+        return [threading.Thread(target=self._discover, daemon=True), *super().threads()]
 
 
 def run_native(lab: SwarmLab, replicas: int) -> dict[str, Any]:
@@ -195,7 +161,7 @@ def wait_tasks(lab: SwarmLab, image: str, replicas: int, timeout: float = 240) -
         client.close()
 
 
-def figures(seconds: float, load: Load | DiscoveringLoad) -> dict[str, Any]:
+def figures(seconds: float, load: BaseLoad) -> dict[str, Any]:
     return {
         "seconds": round(seconds, 2),
         "requests": load.ok + load.failed,

@@ -10,12 +10,10 @@ p99 of the same load just before it. Readable table, then one JSON object on the
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import threading
 import time
 
-from _fleet import BenchFleet
+from _fleet import BenchFleet, TimedLoad
 
 STRATEGIES = {
     "rolling": """      type: rolling
@@ -34,61 +32,6 @@ STRATEGIES = {
 ROLLING = """      type: rolling
       max_surge: 1
       max_unavailable: 0"""
-
-
-class TimedLoad:
-    """Keep-alive clients recording every latency, bounded in time."""
-
-    def __init__(self, port: int, clients: int = 6, max_seconds: float = 120) -> None:
-        self.port = port
-        self.max_seconds = max_seconds
-        self.samples: list[tuple[float, float, bool]] = []  # (at, seconds, ok)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        conn: http.client.HTTPConnection | None = None
-        local: list[tuple[float, float, bool]] = []
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            start = time.monotonic()
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/")
-                response = conn.getresponse()
-                response.read()
-                ok = response.status < 500
-            except (OSError, http.client.HTTPException):
-                ok = False
-                if conn is not None:
-                    conn.close()
-                conn = None
-            local.append((start, time.monotonic() - start, ok))
-        with self._lock:
-            self.samples += local
-
-    def __enter__(self) -> TimedLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-
-    def window(self, start: float, end: float) -> dict[str, float]:
-        chosen = [s for s in self.samples if start <= s[0] < end]
-        latencies = sorted(s[1] for s in chosen)
-        p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000 if latencies else float("nan")
-        return {
-            "requests": len(chosen),
-            "failed": sum(1 for s in chosen if not s[2]),
-            "rate": len(chosen) / max(end - start, 1e-9),
-            "p99_ms": round(p99, 2),
-        }
 
 
 def run(strategy: str, replicas: int) -> dict[str, object]:

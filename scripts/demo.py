@@ -15,12 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
+
+from corral.testing.load import Load
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRAL = str(Path(sys.executable).parent / "corral")
@@ -46,51 +47,6 @@ def prepare(work: Path, port: int) -> Path:
     spec = target / "corral.yaml"
     spec.write_text(spec.read_text().replace("port: 8000", f"port: {port}"))
     return spec
-
-
-class Load:
-    """A bounded load through the router: N keep-alive clients until stopped or time is up."""
-
-    def __init__(self, url: str, *, clients: int = 4, max_seconds: float = 120.0) -> None:
-        self.url = url
-        self.clients = clients
-        self.max_seconds = max_seconds
-        self.ok = 0
-        self.failed = 0
-        self.versions: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        with httpx.Client(timeout=5.0) as client:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                try:
-                    response = client.get(self.url)
-                    good = response.status_code < 500
-                    version = response.json().get("version", "?") if good else "5xx"
-                    error = None if good else f"HTTP {response.status_code}"
-                except (httpx.HTTPError, ValueError) as exc:
-                    good, version, error = False, "error", type(exc).__name__
-                with self._lock:
-                    if good:
-                        self.ok += 1
-                        self.versions[version] += 1
-                    else:
-                        self.failed += 1
-                        self.errors[error or "?"] += 1
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
 
 
 def main() -> int:
@@ -125,7 +81,7 @@ def main() -> int:
     corral(spec, "plan")
 
     step("Roll it out while a bounded load runs through the router")
-    with Load(url) as load:
+    with Load(url, max_seconds=120) as load:
         time.sleep(0.5)
         code = corral(spec, "apply", "-m", "demo: v2", check=False)
         time.sleep(0.5)

@@ -52,11 +52,39 @@ class ServiceView(BaseModel):
 
 class StatusView(BaseModel):
     services: list[ServiceView]
+    strangers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="docker: containers with corral's labels that corral did not start "
+        "(container, name, service, instance, state, image); never touched",
+        exclude_if=lambda value: not value,  # absent when there are none
+    )
     agent: str | None = Field(
         default=None,
         description="'not running' when read from the state without an agent",
         exclude_if=lambda value: value is None,  # the agent's own answer has no such key
     )
+
+
+# -- fleet (GET /v1/fleet: the dashboard's overview) --------------------------------------------
+
+
+class FleetInstanceView(InstanceView):
+    age_seconds: float | None = Field(description="since the instance was recorded")
+
+
+class FleetServiceView(ServiceView):
+    driver: str = Field(description="the driver that runs the service: local, docker, …")
+    instances: list[FleetInstanceView]  # type: ignore[assignment]  # narrowed: with their age
+
+
+class FleetView(StatusView):
+    """`/v1/status` plus what the overview shows: the agent, the driver, instances' ages."""
+
+    project: str
+    environment: str
+    agent_id: str
+    ts: float = Field(description="when the view was taken (Unix time)")
+    services: list[FleetServiceView]  # type: ignore[assignment]  # narrowed: with the driver
 
 
 # -- events (`corral events --json`, GET /v1/events) -----------------------------------------
@@ -148,6 +176,24 @@ class RolloutView(BaseModel):
 # -- release history ----------------------------------------------------------------------------
 
 
+class ReleaseView(BaseModel):
+    release: str = Field(description="rN")
+    number: int
+    image_digest: str
+    config_hash: str
+    created_at: float = Field(description="Unix time")
+    created_by: str = Field(description="who applied it")
+    current: bool = Field(description="whether it is the release the service runs now")
+
+
+class HistoryView(BaseModel):
+    """`corral history SERVICE --json`, GET /v1/services/{service}/releases."""
+
+    service: str
+    current: str | None = Field(description="the release that runs now, rN")
+    releases: list[ReleaseView] = Field(description="oldest first")
+
+
 class ConfigChange(BaseModel):
     key: str = Field(description="flattened: env.GREETING, health.interval, secrets.db, …")
     change: Literal["added", "removed", "changed"]
@@ -179,6 +225,8 @@ class LogLine(BaseModel):
     instance: str
     release: str
     line: str
+    time: str | None = Field(default=None, description="RFC 3339 UTC; none for old unstamped logs")
+    stream: str | None = Field(default=None, description="stdout or stderr")
 
 
 class LogTail(BaseModel):

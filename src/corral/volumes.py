@@ -22,6 +22,8 @@ from corral.drivers.protocol import Mount
 from corral.errors import SpecError, SpecProblem
 from corral.images.model import FileEntry
 from corral.paths import Home
+from corral.secrets.resolve import SECRETS_DIR
+from corral.spec.model import RESERVED_MOUNT_PATHS
 
 if TYPE_CHECKING:
     from corral.images.store import ImageStore
@@ -73,6 +75,84 @@ def handover_timeout(service: Any) -> float | None:
     return None
 
 
+# -- paths the runtime owns, secrets' files and other volumes -----------------------------
+
+
+def _covers(outer: str, inner: str) -> bool:
+    """Whether a mount at `outer` is at or above `inner` (both normalised absolute paths)."""
+    return outer == inner or inner.startswith(outer + "/")
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return _covers(a, b) or _covers(b, a)
+
+
+def mount_clash(service: Any, index: int) -> tuple[str, str] | None:
+    """(what is wrong, what to do) when volume `index` of `service` overlaps a path the
+    runtime mounts itself, a secret's file, or an earlier volume of the service; else None."""
+    volume = service.volumes[index]
+    path = volume.path
+    elsewhere = "mount the volume at a path of its own, e.g. /data"
+    files = sorted(n for n, ref in service.secrets.items() if ref.as_ == "file")
+    for name in files:
+        secret_file = f"{SECRETS_DIR}/{name}"
+        if _overlaps(path, secret_file):
+            return (
+                f"volume {volume.name!r} at {path} would cover secret {name}, which is "
+                f"delivered as the file {secret_file}",
+                f"{elsewhere}, or deliver the secret as an env var (`as: env`)",
+            )
+    for reserved in RESERVED_MOUNT_PATHS:
+        if _overlaps(path, reserved):
+            owner = "where secrets are delivered" if reserved == SECRETS_DIR else "a runtime mount"
+            return (f"volume {volume.name!r} at {path} clashes with {reserved}, {owner}", elsewhere)
+    for earlier in service.volumes[:index]:
+        if earlier.path == path:
+            return (
+                f"volumes {earlier.name!r} and {volume.name!r} are both mounted at {path}",
+                "give each volume its own path",
+            )
+        if _overlaps(path, earlier.path):
+            outer, inner = (earlier, volume) if _covers(earlier.path, path) else (volume, earlier)
+            return (
+                f"volume {inner.name!r} at {inner.path} is inside volume {outer.name!r} at "
+                f"{outer.path}",
+                "mount them side by side (e.g. /data/a and /data/b are fine, /data and "
+                "/data/a are not), or use one volume",
+            )
+    return None
+
+
+def check_mount_paths(loaded: LoadedSpec) -> None:
+    """Raise one SpecError (exit 2) naming file:line with a hint for every volume path that
+    overlaps a runtime path, a secret's file or another volume (no image needed: runs at
+    validate time)."""
+    problems: list[SpecProblem] = []
+    for name, service in sorted(loaded.spec.services.items()):
+        for index in range(len(service.volumes)):
+            clash = mount_clash(service, index)
+            if clash is not None:
+                problems.append(_path_problem(loaded, name, index, *clash))
+    if problems:
+        raise SpecError(problems, file=str(loaded.path))
+
+
+def _path_problem(
+    loaded: LoadedSpec, service: str, index: int, message: str, hint: str
+) -> SpecProblem:
+    """A problem at `services.<service>.volumes[<index>].path`, with its file:line:column."""
+    spot = loaded.position(("services", service, "volumes", index, "path"))
+    line, column = spot or (None, None)
+    return SpecProblem(
+        file=str(loaded.path),
+        line=line,
+        column=column,
+        path=f"services.{service}.volumes[{index}].path",
+        message=message,
+        hint=hint,
+    )
+
+
 # -- image paths ----------------------------------------------------------------------------
 
 
@@ -97,29 +177,24 @@ def check_volume_paths(loaded: LoadedSpec, images: ImageStore, digests: dict[str
     """Raise one SpecError (exit 2) naming file:line for every volume path that clashes with
     a path of its service's image (`digests`: service name → image digest)."""
     problems: list[SpecProblem] = []
-    shown = str(loaded.path)
     for name, service in sorted(loaded.spec.services.items()):
         if not service.volumes or name not in digests:
             continue
         files = images.file_manifest(digests[name])
         for index, volume in enumerate(service.volumes):
             reason = image_clash(volume.path, files)
-            if reason is None:
-                continue
-            parts = ("services", name, "volumes", index, "path")
-            line, column = loaded.position(parts) or (None, None)
-            problems.append(
-                SpecProblem(
-                    file=shown,
-                    line=line,
-                    column=column,
-                    path=f"services.{name}.volumes[{index}].path",
-                    message=f"volume {volume.name!r} clashes with the image: {reason}",
-                    hint="mount the volume at a path the image does not use (e.g. /data)",
+            if reason is not None:
+                problems.append(
+                    _path_problem(
+                        loaded,
+                        name,
+                        index,
+                        f"volume {volume.name!r} clashes with the image: {reason}",
+                        "mount the volume at a path the image does not use (e.g. /data)",
+                    )
                 )
-            )
     if problems:
-        raise SpecError(problems, file=shown)
+        raise SpecError(problems, file=str(loaded.path))
 
 
 # -- local volumes --------------------------------------------------------------------------

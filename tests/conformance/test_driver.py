@@ -30,6 +30,7 @@ from corral.drivers.protocol import (
 )
 from corral.drivers.registry import create_driver
 from corral.errors import DriverError, PrerequisiteError, UsageError
+from corral.logs.format import parse
 from tests.conformance.docker_harness import DockerHarness, engine_unavailable
 from tests.conformance.driver_fixtures import (
     PYTHON,
@@ -326,6 +327,10 @@ async def test_local_app_output_reaches_the_log_file(local: LocalHarness) -> Non
     text = log.read_text()
     assert "hello from web-1" in text
     assert "stderr of web-1" in text
+    # Each line stamped by the collector with its time and stream (corral.logs.format).
+    streams = {r.text: r.stream for r in map(parse, text.splitlines()) if r.time is not None}
+    assert streams.get("hello from web-1") == "stdout", text
+    assert any(s == "stderr" and "stderr of web-1" in t for t, s in streams.items()), text
 
     await driver.stop("web-1", grace=5)
     await driver.forget("web-1")
@@ -403,7 +408,8 @@ async def test_local_instance_starts_with_default_signal_handling(local: LocalHa
     while "done" not in log.read_text():
         assert time.monotonic() < deadline, log.read_text()
         await asyncio.sleep(0.05)
-    masks = dict(line.split(":\t") for line in log.read_text().splitlines() if ":" in line)
+    texts = [parse(line).text for line in log.read_text().splitlines()]
+    masks = dict(text.split(":\t") for text in texts if ":" in text)
     assert int(masks["SigBlk"], 16) == 0
     assert int(masks["SigIgn"], 16) & 0x7FFFFFFF == 0  # signals 1-31 (glibc keeps 32, 33 its own)
 
@@ -450,7 +456,7 @@ async def test_local_image_with_its_own_os_sees_only_its_own_files(
     while "done" not in log.read_text():
         assert time.monotonic() < deadline, log.read_text()
         await asyncio.sleep(0.05)
-    lines = log.read_text().split()
+    lines = " ".join(parse(line).text for line in log.read_text().splitlines()).split()
     assert lines == [
         *["bin", "dev", "etc", "proc", "sbin", "scratch", "tmp"],  # no host /usr, /lib
         "motd",  # the image's /etc, not the host's

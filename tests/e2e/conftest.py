@@ -9,15 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+
+from corral.testing.load import Load as Load  # the tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 CORRAL = str(Path(sys.executable).parent / "corral")
@@ -144,92 +145,32 @@ def fleet() -> Iterator[Fleet]:
     try:
         yield the_fleet
     finally:
-        the_fleet.run("destroy", timeout=60)
-        the_fleet.run("agent", "stop", timeout=30)
-        for process in processes_of(home):
+        if not only_in_home(the_fleet):  # what lives elsewhere is removed through corral
+            the_fleet.run("destroy", timeout=60)
+            the_fleet.run("agent", "stop", timeout=30)
+        kill_everything_of(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def only_in_home(fleet: Fleet) -> bool:
+    """Whether all the fleet made is in its home: the local driver and the home's SQLite state.
+    Then killing its processes and removing the home is a whole teardown, two CLI calls and
+    the graceful stops of `destroy` cheaper."""
+    spec = fleet.spec.read_text() if fleet.spec.exists() else ""
+    driver = re.search(r"^driver:\s*(\S+)", spec, re.MULTILINE)
+    return "CORRAL_STATE_URL" not in fleet.env and (driver is None or driver[1] == "local")
+
+
+def kill_everything_of(home: Path, timeout: float = 15.0) -> None:
+    """SIGKILL every process started from `home`: its agents first (so they start nothing
+    more), then each sandbox's process group (the sandbox init ends its pid namespace)."""
+    deadline = time.monotonic() + timeout
+    while (found := processes_of(home)) and time.monotonic() < deadline:
+        found.sort(key=lambda process: "corral.agent" not in " ".join(process.info["cmdline"]))
+        for process in found:
             try:
                 os.killpg(process.pid, signal.SIGKILL)
             except OSError:
                 with contextlib.suppress(psutil.Error):
                     process.kill()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-class Load:
-    """Bounded HTTP load through the router from a few keep-alive clients, counting failures.
-
-    A failed request: connection error, a 5 s timeout, or a 5xx (made by the router or the
-    app). Uses the standard library's keep-alive client: lighter than httpx, so a few threads
-    reach a few hundred requests/s on a busy 2-core machine."""
-
-    def __init__(
-        self, url: str, *, clients: int = 4, max_seconds: float = 60.0, max_requests: int = 200_000
-    ) -> None:
-        self.url = url
-        self.max_seconds = max_seconds
-        self.max_requests = max_requests
-        self.ok = 0
-        self.failed = 0
-        self.errors: Counter[str] = Counter()
-        self.releases: Counter[str] = Counter()
-        self.started = 0.0
-        self.stopped = 0.0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def _run(self) -> None:
-        import http.client
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(self.url)
-        host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
-        deadline = time.monotonic() + self.max_seconds
-        conn: http.client.HTTPConnection | None = None
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            with self._lock:
-                if self.ok + self.failed >= self.max_requests:
-                    break
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection(host, port, timeout=5.0)
-                conn.request("GET", path)
-                response = conn.getresponse()
-                body = response.read()
-                if response.status >= 500:
-                    outcome, release = f"HTTP {response.status}", None
-                else:
-                    outcome, release = None, json.loads(body).get("release")
-                if response.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                outcome, release = type(exc).__name__, None
-                if conn is not None:
-                    conn.close()
-                conn = None
-            with self._lock:
-                if outcome is None:
-                    self.ok += 1
-                    self.releases[str(release)] += 1
-                else:
-                    self.failed += 1
-                    self.errors[outcome] += 1
-        if conn is not None:
-            conn.close()
-
-    def __enter__(self) -> Load:
-        self.started = time.monotonic()
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        self.stopped = time.monotonic()
-
-    @property
-    def rate(self) -> float:
-        return (self.ok + self.failed) / max(1e-9, self.stopped - self.started)
+        time.sleep(0.05)

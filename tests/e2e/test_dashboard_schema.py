@@ -39,6 +39,8 @@ def test_cli_json_is_the_api_schema_and_history_diff_and_logs_agree(fleet: Fleet
     with httpx.Client(base_url=base, timeout=10) as client:
         document = client.get("/openapi.json").json()
         api_diff = client.get("/v1/services/web/releases/r1/diff/r2").json()
+        api_history = client.get("/v1/services/web/releases").json()
+        conforms(document, "FleetView", client.get("/v1/fleet").json())
         logs = client.get("/v1/logs/web", params={"tail": 5}).json()
         again = client.get("/v1/logs/web", params={"cursor": logs["cursor"]}).json()
 
@@ -55,6 +57,15 @@ def test_cli_json_is_the_api_schema_and_history_diff_and_logs_agree(fleet: Fleet
     assert rollout["bake"]["result"] == "pass"
     told = fleet.ok("rollout", "status", "web").stdout
     assert "analysis of r2: pass" in told and "bake window of r2: pass" in told
+
+    # one schema and one function behind `corral history web --json` and the API
+    history = json.loads(fleet.ok("history", "web", "--json").stdout)
+    conforms(document, "HistoryView", history)
+    assert history == api_history
+    assert [(r["release"], r["current"]) for r in history["releases"]] == [
+        ("r1", False),
+        ("r2", True),
+    ]
 
     # one function behind both: `corral history web --diff r1 r2` and the API
     cli_diff = json.loads(fleet.ok("history", "web", "--diff", "r1", "r2", "--json").stdout)

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import CORRAL, free_port, processes_of
+from tests.e2e.conftest import CORRAL, free_port, kill_everything_of
 
 SPEC = """\
 project: imgs
@@ -78,10 +78,10 @@ def cli() -> Iterator[Cli]:
     try:
         yield cli
     finally:
-        cli.run("destroy")
-        cli.run("agent", "stop")
-        for process in processes_of(home):
-            process.kill()
+        if "CORRAL_STATE_URL" in cli.env:  # state outside the home: remove it through corral
+            cli.run("destroy")
+            cli.run("agent", "stop")
+        kill_everything_of(home)
         shutil.rmtree(home, ignore_errors=True)
 
 

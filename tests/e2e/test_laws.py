@@ -56,7 +56,7 @@ def test_law3_one_release_one_truth(fleet: Fleet) -> None:
     assert history["releases"][0] == {**r1, "current": True}  # unchanged, running again
     instances = fleet.status()["services"][0]["instances"]
     assert {i["release"] for i in instances} == {"r1"}
-    assert {i["image"] for i in instances} == {r1["image"]}
+    assert {i["image"] for i in instances} == {r1["image_digest"]}
 
 
 def test_law2_the_same_spec_bakes_the_same_digest_in_another_checkout(

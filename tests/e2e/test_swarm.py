@@ -4,9 +4,10 @@ the busybox image, loads it into every node's engine, and routes to the tasks' h
 on the nodes' addresses.
 
 - a canary roll-out across the 3 nodes under load: 0 failed requests;
-- a worker cut off during a roll-out: its instances leave routing, Swarm reschedules them,
-  traffic keeps flowing (only requests in flight on the lost node may fail), the loss is in the
-  event log, and the roll-out ends (succeeds or rolls back) instead of hanging.
+- a worker lost during a roll-out (network cut, or all its processes killed): its instances
+  leave routing, Swarm reschedules them, traffic keeps flowing (only requests in flight on the
+  lost node may fail), the loss is in the event log, and the roll-out ends (succeeds or rolls
+  back) instead of hanging.
 """
 
 from __future__ import annotations
@@ -87,15 +88,10 @@ CANARY_SLOW = """      type: canary
         - set_weight: 67
         - pause: {duration: 5s}
       bake_window: 500ms"""
-# instance events that say an instance left service (what the agent records on a node loss)
-LOSS_KINDS = {
-    "instance.unready",
-    "instance.unhealthy",
-    "instance.exited",
-    "instance.failed",
-    "instance.pending",
-    "instance.lost",
-}
+# what the agent records when a node is lost (src/corral/agent/moves.py, health_watch.py):
+# its readiness probes fail (the node cut off) → instance.unhealthy, or Swarm shows the task
+# PENDING first (the node marked down) → instance.away; either takes it out of routing at once
+LOSS_KINDS = {"instance.unhealthy", "instance.away"}
 
 
 @pytest.fixture
@@ -180,9 +176,12 @@ def test_a_canary_rolls_across_three_nodes_under_load_with_zero_failures(
     assert "rollout.weights" in kinds and "rollout.succeeded" in kinds
 
 
-def test_a_worker_cut_off_during_a_rollout_is_ejected_and_the_rollout_ends(
-    swarm: SwarmLab, swarm_fleet: Fleet
+@pytest.mark.parametrize("loss", ["cut", "kill_node"])
+def test_a_worker_lost_during_a_rollout_is_ejected_and_the_rollout_ends(
+    swarm: SwarmLab, swarm_fleet: Fleet, loss: str
 ) -> None:
+    """`cut`: its network lost (processes keep running); `kill_node`: every process of the node
+    killed, engine and containers (so its engine does not answer corral either)."""
     write(swarm_fleet, swarm, "v1", CANARY_SLOW)
     swarm_fleet.ok("apply", timeout=150)
     placed = nodes_of(swarm_fleet, swarm)
@@ -195,7 +194,7 @@ def test_a_worker_cut_off_during_a_rollout_is_ejected_and_the_rollout_ends(
         try:
             time.sleep(3.0)  # the canary's first step is on its way
             began = load.ok + load.failed
-            swarm.cut(lost)
+            getattr(swarm, loss)(lost)
             out, err = rollout.communicate(timeout=150)  # ends: succeeds or rolls back
         finally:
             if rollout.poll() is None:
@@ -203,6 +202,8 @@ def test_a_worker_cut_off_during_a_rollout_is_ejected_and_the_rollout_ends(
                 rollout.communicate()
         time.sleep(1.0)
         after = load.ok + load.failed
+    outcome = "rolled out" if rollout.returncode == 0 else "rolled back / failed"
+    print(f"{loss}: {outcome}; requests {load.ok} ok, {load.failed} failed {dict(load.errors)}")
     # only requests in flight on the lost node may fail: one per client at most
     assert load.failed <= CLIENTS, dict(load.errors)
     assert after - began > 10 * CLIENTS  # traffic kept flowing after the cut

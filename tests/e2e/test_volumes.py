@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Fleet, Load, free_port, processes_of
+from tests.e2e.conftest import Fleet, Load, free_port, kill_everything_of
 
 # On start: take the volume's lock (a second writer would fail to start), then append its
 # release to /data/history. GET / shows the history it read; /healthz is the check.
@@ -82,10 +82,7 @@ def vfleet() -> Iterator[Fleet]:
     try:
         yield the_fleet
     finally:
-        the_fleet.run("destroy", timeout=60)
-        the_fleet.run("agent", "stop", timeout=30)
-        for process in processes_of(home):
-            process.kill()
+        kill_everything_of(home)  # local driver, state and volumes in the home
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -140,3 +137,19 @@ def test_a_volume_over_an_image_path_is_refused_before_anything_starts(vfleet: F
         and "would hide" in result.stderr
     )
     assert not (vfleet.home / "volumes").exists()
+
+
+def test_after_an_agent_restart_the_route_still_holds_through_a_hand_over(vfleet: Fleet) -> None:
+    """The restarted agent reopens the route with the service's handover_timeout, so a
+    stop-first roll-out after `agent restart` drops nothing either (law 6)."""
+    vfleet.ok("apply")
+    vfleet.ok("agent", "restart")
+    vfleet.edit_spec('V: "1"', 'V: "2"')
+    with Load(vfleet.url, clients=3) as load:
+        time.sleep(0.3)
+        result = vfleet.run("apply")
+        time.sleep(0.3)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert load.failed == 0, dict(load.errors)
+    assert load.releases["r1"] and load.releases["r2"]
+    assert vfleet.get()["history"] == ["r1", "r2"]

@@ -21,6 +21,7 @@ from corral.agent.controller import Agent
 from corral.agent.dashboard import Guard, install
 from corral.agent.dashboard.guard import over_tcp
 from corral.agent.tokens import TokenStore
+from corral.api_schema import FleetView, HistoryView
 from corral.drivers.memory import InMemoryDriver
 from corral.errors import UsageError
 from corral.paths import Home
@@ -93,10 +94,24 @@ async def test_reads_need_no_token(client: httpx.AsyncClient) -> None:
     assert (await client.get("/")).text == page.text
 
 
+async def test_fleet_and_history_answer_their_declared_schemas(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    ok = document["paths"]["/v1/fleet"]["get"]["responses"]["200"]["content"]
+    assert ok["application/json"]["schema"] == {"$ref": "#/components/schemas/FleetView"}
+    fleet = FleetView.model_validate_json((await client.get("/v1/fleet")).content, strict=True)
+    assert fleet.services[0].driver == "memory" and fleet.services[0].instances
+    releases = document["paths"]["/v1/services/{service}/releases"]["get"]["responses"]["200"]
+    assert releases["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/HistoryView"
+    }
+    answer = (await client.get("/v1/services/web/releases")).text
+    assert HistoryView.model_validate_json(answer, strict=True).current == "r2"
+
+
 async def test_release_history_and_images(client: httpx.AsyncClient) -> None:
     history = (await client.get("/v1/services/web/releases")).json()
     assert history["current"] == "r2"
-    assert [(r["name"], r["created_by"], r["current"]) for r in history["releases"]] == [
+    assert [(r["release"], r["created_by"], r["current"]) for r in history["releases"]] == [
         ("r1", "alice", False),
         ("r2", "bob", True),
     ]

@@ -417,7 +417,7 @@ CASES = {
         1,
         "",
         "the top level must be a mapping of fields, got a list",
-        "fields: project, state, driver, swarm, kubernetes, environments, images, services",
+        "fields: project, state, driver, swarm, kubernetes, logs, environments, images, services",
     ),
 }
 

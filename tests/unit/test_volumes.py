@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from corral.agent.controller import Agent
 from corral.drivers.memory import InMemoryDriver
 from corral.drivers.protocol import LaunchSpec, Mount, ObservedInstance
 from corral.errors import SpecError
@@ -20,6 +24,7 @@ from corral.router.memory import InMemoryRouter
 from corral.spec.load import load_spec
 from corral.spec.model import ServiceSpec
 from corral.state.memory import InMemoryStateStore
+from corral.state.records import ServiceRecord
 from corral.volumes import image_clash, launch_mounts, list_local, local_dir, users
 
 BASE = """\
@@ -85,6 +90,62 @@ def test_two_volumes_may_not_share_a_name_or_nest(tmp_path: Path) -> None:
     assert "two volumes" in problem_of(tmp_path, twice).message
     nested = "    volumes:\n      - {name: a, path: /a}\n      - {name: b, path: /a/b}\n"
     assert "inside" in problem_of(tmp_path, nested).message
+
+
+SECRET = "    secrets:\n      DB_PASSWORD: {from: env}\n"
+
+
+@pytest.mark.parametrize("path", ["/run/secrets", "/run", "/run/secrets/DB_PASSWORD"])
+def test_a_volume_over_a_secret_file_is_refused_naming_the_secret(
+    tmp_path: Path, path: str
+) -> None:
+    problem = problem_of(tmp_path, SECRET + f"    volumes:\n      - {{name: data, path: {path}}}\n")
+    assert problem.line == 9 and problem.path == "services.web.volumes[0].path"
+    assert "secret DB_PASSWORD" in problem.message and "/run/secrets/DB_PASSWORD" in problem.message
+    assert problem.hint and "as: env" in problem.hint
+
+
+def test_a_volume_over_the_secrets_dir_is_refused_without_file_secrets(tmp_path: Path) -> None:
+    env_only = "    secrets:\n      TOKEN: {from: env, as: env}\n"
+    problem = problem_of(
+        tmp_path, env_only + "    volumes:\n      - {name: d, path: /run/secrets}\n"
+    )
+    assert "clashes with /run/secrets" in problem.message and problem.hint
+
+
+def test_two_volumes_on_one_path_are_refused_at_the_second_with_a_hint(tmp_path: Path) -> None:
+    tail = "    volumes:\n      - {name: a, path: /data}\n      - {name: b, path: /data/}\n"
+    problem = problem_of(tmp_path, tail)
+    assert (problem.line, problem.path) == (8, "services.web.volumes[1].path")
+    assert "'a' and 'b' are both mounted at /data" in problem.message
+    assert problem.hint == "give each volume its own path"
+    # a volume that contains an earlier one is refused as well as one inside it
+    outer = "    volumes:\n      - {name: a, path: /data/a}\n      - {name: b, path: /data}\n"
+    problem = problem_of(tmp_path, outer)
+    assert "volume 'a' at /data/a is inside volume 'b' at /data" in problem.message
+    assert problem.hint
+
+
+def test_side_by_side_volumes_and_secrets_are_fine(tmp_path: Path) -> None:
+    tail = "    volumes:\n      - {name: a, path: /data/a}\n      - {name: b, path: /data/ab}\n"
+    loaded = load(tmp_path, SECRET + tail)
+    assert [v.path for v in loaded.spec.services["web"].volumes] == ["/data/a", "/data/ab"]
+
+
+def test_validate_refuses_a_volume_over_a_secret_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "corral.yaml").write_text(
+        BASE + SECRET + "    volumes:\n      - {name: data, path: /run/secrets}\n"
+    )
+    corral = Path(sys.executable).parent / "corral"
+    result = subprocess.run(
+        [corral, "validate", "--file", tmp_path / "corral.yaml"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CORRAL_HOME": str(tmp_path / "home")},
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "corral.yaml:9:" in result.stderr and "as: env" in result.stderr
 
 
 def test_specs_without_volumes_keep_their_release_hash() -> None:
@@ -246,3 +307,24 @@ async def test_per_instance_volumes_follow_serials_across_a_roll_out() -> None:
     # and the state knows which live instances use the volume (volume rm refuses then)
     assert sorted(users(store, "data")) == sorted(r.id for r in store.list_instances("web"))
     assert users(store, "other") == []
+
+
+async def test_a_restarted_agent_holds_the_route_for_the_hand_over_again(tmp_path: Path) -> None:
+    """After `agent restart` or a killed agent, recovery reopens the route of a service with
+    a single_writer volume with its handover_timeout, before any roll-out sets it (law 6)."""
+    store = InMemoryStateStore("p/dev")
+    settings = {"route": {"port": 0}, "handover_timeout": 4.5}
+    store.put_service(ServiceRecord("web", None, 1, 0, settings))
+    store.put_service(ServiceRecord("api", None, 1, 0, {"route": {"port": 0}}))
+    router = InMemoryRouter(hold_timeout=3.0)
+    agent = Agent(
+        home=Home(tmp_path),
+        project="p",
+        environment="dev",
+        store=store,
+        driver=InMemoryDriver("p", "dev"),
+        router=router,
+    )
+    await agent.recover()
+    assert router.hold_of("web") == 4.5
+    assert router.hold_of("api") == 3.0  # no single_writer volume: the router's default

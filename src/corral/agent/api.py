@@ -125,11 +125,19 @@ def create_app(agent: Agent, *, on_stop: Any = None, on_restart: Any = None) -> 
         instance: str | None = None,
         tail: Annotated[int, Query(ge=0, le=MAX_TAIL)] = 100,
         cursor: Annotated[str | None, Query(max_length=100_000)] = None,
+        since: Annotated[str | None, Query(max_length=64)] = None,
     ) -> LogTail:
         """The last `tail` lines of each instance (live ones and the latest replaced ones),
-        or, given the previous answer's `cursor`, only the lines written since (poll it)."""
+        or, given the previous answer's `cursor`, only the lines written since (poll it).
+        `since` (10m, or 2026-11-24T10:00:00Z) keeps only lines written at or after it."""
         return service_logs(
-            agent.store, agent.driver, service, instance=instance, lines=tail, cursor=cursor
+            agent.store,
+            agent.driver,
+            service,
+            instance=instance,
+            lines=tail,
+            cursor=cursor,
+            from_time=since,
         )
 
     verdicts = VerdictBook(agent.store)

@@ -144,6 +144,9 @@ class Agent:
         self._replacing: dict[str, bool] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._auditor: Any = None
+        self.strangers: list[dict[str, Any]] = []  # docker: labelled like ours, not started by us
+        self._strangers_seen: set[str] = set()
+        self._layers_reported: set[tuple[str, str]] = set()
         self.inherited: dict[str, socket.socket] = {}
         self._handed_apply: str | None = None  # route sockets handed over on restart
         self.handed_over = False
@@ -341,8 +344,15 @@ class Agent:
         if inherited is not None and inherited.getsockname()[1] != int(route["port"]):
             inherited.close()
             inherited = None
+        # a single_writer volume's hand-over holds requests this long (law 6), also after a
+        # restart or an agent that was killed, when no roll-out has set it yet
+        hold = settings.get("handover_timeout")
         await self.router.open_route(
-            service, route.get("host", "127.0.0.1"), int(route["port"]), sock=inherited
+            service,
+            route.get("host", "127.0.0.1"),
+            int(route["port"]),
+            sock=inherited,
+            hold_timeout=float(hold) if hold is not None else None,
         )
 
     async def _supervise(self) -> None:
@@ -361,11 +371,12 @@ class Agent:
             self.moves.close()
 
     async def _observe_once(self) -> None:
+        began = time.time()  # instances started after this are not in the observation yet
         observed = {o.instance_id: o for o in await self.driver.observe()}
         touched: set[str] = set()
         for record in self.store.list_instances():
-            if record.state is not InstanceState.RUNNING:
-                continue
+            if record.state is not InstanceState.RUNNING or record.updated_at > began:
+                continue  # (one started while the driver looked is judged next tick)
             seen = observed.get(record.id)
             if self.moves.follow(record, seen):
                 touched.add(record.service)
@@ -376,13 +387,15 @@ class Agent:
                 self._exited_reported.add(record.id)
                 code = seen.exit_code if seen is not None else None
                 detail = f"exited (code {code})" if code is not None else "no longer running"
-                self.book.mark_dead(record.id, detail)
+                drift = seen.detail if seen is not None else None  # e.g. recreated by hand
+                self.book.mark_dead(record.id, drift or detail)
                 touched.add(record.service)
                 self.emit(
-                    "instance.exited",
-                    f"{record.id} (r{record.release}) {detail}; out of routing",
+                    "instance.drifted" if drift else "instance.exited",
+                    f"{record.id} (r{record.release}) {drift or detail}; out of routing",
                     service=record.service,
-                    data={"instance": record.id, "release": record.release, "exit_code": code},
+                    data={"instance": record.id, "release": record.release, "exit_code": code}
+                    | ({"evidence": drift} if drift else {}),
                 )
         touched |= await self._check_liveness()
         self._ticks += 1
@@ -412,14 +425,11 @@ class Agent:
         digest, on the next start) and every instance that used it is replaced."""
         try:
             if self._auditor is None:
-                from corral.agent.runtime import image_store
-                from corral.audit import InstanceAuditor
-
-                self._auditor = InstanceAuditor(
-                    self.home, self.project, self.environment, image_store(self.home)
-                )
+                self._auditor = self._make_auditor()
             began = time.monotonic()
             findings = await asyncio.to_thread(self._auditor.audit, self.store)
+            if hasattr(self._auditor, "strangers"):
+                self._report_strangers(await asyncio.to_thread(self._auditor.strangers))
             self.metrics.observe_audit(
                 time.monotonic() - began,
                 tampered=sum(1 for f in findings if f.tampered),
@@ -428,8 +438,10 @@ class Agent:
             bad: dict[str, dict[str, str]] = {}
             discard: set[Path] = set()
             for finding in findings:
-                if not (finding.tampered or finding.drifted):
-                    continue
+                if finding.layer_files:
+                    self._report_layer(finding)
+                if not (finding.files or finding.config):
+                    continue  # a tampered engine layer alone: a replacement would inherit it
                 if finding.instance_id in self.book.dead or self._replacing.get(
                     finding.instance_id
                 ):
@@ -457,6 +469,60 @@ class Agent:
             log.exception("audit failed")
         finally:
             self._heals.pop("audit", None)
+
+    def _make_auditor(self) -> Any:
+        from corral.agent.runtime import image_store
+
+        if self.driver.name == "docker":
+            from corral.audit.docker import DockerAuditor
+            from corral.drivers.docker import DockerDriver
+
+            assert isinstance(self.driver, DockerDriver)
+            return DockerAuditor(
+                self.home,
+                self.project,
+                self.environment,
+                image_store(self.home),
+                driver=self.driver,
+            )
+        from corral.audit import InstanceAuditor
+
+        return InstanceAuditor(self.home, self.project, self.environment, image_store(self.home))
+
+    def _report_strangers(self, found: list[Any]) -> None:
+        """Containers with corral's labels that corral did not start: an event once each,
+        a line in `status`; never touched (law: what corral did not start is not its own)."""
+        self.strangers = [s.to_json() for s in found]
+        for stranger in found:
+            if stranger.container_id in self._strangers_seen:
+                continue
+            self._strangers_seen.add(stranger.container_id)
+            self.emit(
+                "instance.stranger",
+                f"stranger {stranger.render()}: carries corral's labels but corral did not "
+                "start it; left alone",
+                service=stranger.service or None,
+                data=stranger.to_json(),
+            )
+
+    def _report_layer(self, finding: Any) -> None:
+        """An image layer changed on the engine's disk: said plainly, once per image and
+        evidence, since replacing the containers would not help (law 8 cannot hold here)."""
+        evidence = "; ".join(f.render() for f in finding.layer_files[:5])
+        mark = (finding.image_digest, evidence)
+        if mark in self._layers_reported:
+            return
+        self._layers_reported.add(mark)
+        sharers = ", ".join([finding.instance_id, *finding.shared_with])
+        self.emit(
+            "image.layer_tampered",
+            f"image {finding.image_digest[:19]}: its layers on the Docker engine's disk were "
+            f"changed ({evidence}); every container of the image ({sharers}) sees it and a "
+            "fresh one would inherit it, and the engine cannot load a clean copy while "
+            "containers use it: not replaced. Run `corral destroy`, `docker rmi` the image, "
+            "then `corral apply` to load it again from the verified store",
+            data={"image": finding.image_digest, "evidence": evidence, "layers": finding.layers},
+        )
 
     def _discard_rootfs(self, root: Path) -> None:
         if root.is_dir():
@@ -997,7 +1063,7 @@ class Agent:
                     "instances": instances,
                 }
             )
-        return {"services": services}
+        return {"services": services, "strangers": self.strangers}
 
 
 def _result_view(result: RolloutResult) -> dict[str, Any]:

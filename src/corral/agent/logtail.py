@@ -3,18 +3,22 @@
 Reads from the end of each log file (never the whole file) and only complete lines. The
 cursor is `ID@OFFSET,…`: the byte offset after the last line returned per instance, so the
 next poll returns only what was written since; an instance new since the last poll gets
-its own tail.
+its own tail. Lines are stored stamped (corral.logs.format); each comes back with its time and
+stream, and `since` keeps only those written at or after a time (within the bounded tail).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 
 from corral.api_schema import LogLine, LogTail
 from corral.drivers.protocol import Driver
 from corral.errors import UsageError
+from corral.logs.format import parse
+from corral.logs.read import in_window, parse_moment
 from corral.state.protocol import StateStore
 
 MAX_TAIL = 1000  # lines per instance per request
@@ -72,9 +76,11 @@ def service_logs(
     instance: str | None = None,
     lines: int = 100,
     cursor: str | None = None,
+    from_time: str | None = None,
 ) -> LogTail:
     if not 0 <= lines <= MAX_TAIL:
         raise UsageError(f"tail must be 0..{MAX_TAIL} lines, not {lines}")
+    start = _moment(from_time)
     offsets = parse_cursor(cursor)
     records = store.list_instances(service, include_gone=True)
     if instance is not None:
@@ -97,12 +103,29 @@ def service_logs(
             continue
         if record.id in offsets:
             text, positions[record.id] = since(Path(path), offsets[record.id])
+        elif start is not None:
+            text, positions[record.id] = tail(Path(path), MAX_TAIL)
         else:
             text, positions[record.id] = tail(Path(path), lines)
         label = f"r{record.release}"
-        found.extend(LogLine(instance=record.id, release=label, line=t) for t in text)
+        parsed = [r for r in map(parse, text) if in_window(r, start, None)]
+        if start is not None and record.id not in offsets:
+            parsed = parsed[-lines:] if lines else []
+        found.extend(
+            LogLine(instance=record.id, release=label, line=r.text, time=r.stamp(), stream=r.stream)
+            for r in parsed
+        )
     return LogTail(
         service=service,
         lines=found,
         cursor=",".join(f"{i}@{o}" for i, o in sorted(positions.items())),
     )
+
+
+def _moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_moment(text)
+    except ValueError as exc:
+        raise UsageError(f"since: {exc}", hint="e.g. since=10m") from exc

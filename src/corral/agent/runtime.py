@@ -61,7 +61,11 @@ def build_driver(
             has_os=info.has_os,  # a busybox-based image runs on its own /bin, not the host's
         )
 
-    return LocalDriver(home.root, project, environment, resolve)
+    from corral.logs.retention import LogPolicy
+
+    logs = (settings or {}).get("logs")
+    policy = LogPolicy.from_settings(logs) if logs else None
+    return LocalDriver(home.root, project, environment, resolve, log_policy=policy)
 
 
 def build_runtime(

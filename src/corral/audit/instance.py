@@ -277,9 +277,18 @@ def audit_instances(
     service: str | None = None,
     full: bool = False,
     auditor: InstanceAuditor | None = None,
+    driver: str = "local",
 ) -> list[InstanceFinding]:
-    """One audit pass over the live instances of (project, environment); see InstanceAuditor.
-    Pass the same `auditor` each tick to keep the manifests and the stat cache in memory."""
+    """One audit pass over the live instances of (project, environment); see InstanceAuditor
+    (and DockerAuditor, for `driver="docker"`). Pass the same `auditor` each tick to keep the
+    manifests and the stat cache in memory."""
+    if auditor is None and driver == "docker":
+        from corral.audit.docker import audit_docker  # the docker SDK is optional
+
+        found, _ = audit_docker(
+            home, project, environment, store, images=images, service=service, full=full
+        )
+        return found
     if auditor is None:
         auditor = InstanceAuditor(
             home, project, environment, images or ImageStore(home.images, home.rootfs)

@@ -18,12 +18,14 @@ def compare_manifest(
     observed: Mapping[str, FileState],
     *,
     owners: Collection[tuple[int, int]] = (),
+    mode_bits: int = _UNPACKED_BITS,
 ) -> list[Finding]:
     """Findings, sorted by path, for `observed` (paths relative to the image root, as in the
     manifest; the root itself excluded) against `expected`.
 
     `owners`: (uid, gid) pairs accepted besides each entry's own, since unpacking as a user
-    leaves that user the owner of every file. Empty: owners are not checked."""
+    leaves that user the owner of every file. Empty: owners are not checked.
+    `mode_bits`: the mode bits the files on disk keep (an engine's layers keep them all)."""
     findings: list[Finding] = []
     for entry in expected:
         path = "/" + entry.path
@@ -31,7 +33,7 @@ def compare_manifest(
         if found is None:
             findings.append(Finding("removed", path, f"{path} ({entry.type})"))
             continue
-        findings += _compare_entry(entry, found, path, owners)
+        findings += _compare_entry(entry, found, path, owners, mode_bits)
     known = {entry.path for entry in expected}
     for rel in observed:
         if rel not in known:
@@ -41,7 +43,11 @@ def compare_manifest(
 
 
 def _compare_entry(
-    entry: FileEntry, found: FileState, path: str, owners: Collection[tuple[int, int]]
+    entry: FileEntry,
+    found: FileState,
+    path: str,
+    owners: Collection[tuple[int, int]],
+    mode_bits: int = _UNPACKED_BITS,
 ) -> list[Finding]:
     if found.type != entry.type:
         return [Finding("type", path, f"{path} is a {found.type} ≠ manifest {entry.type}")]
@@ -56,7 +62,7 @@ def _compare_entry(
         findings.append(
             Finding("target", path, f"{path} → {found.target} ≠ manifest → {entry.target}")
         )
-    expected_mode = entry.mode & _UNPACKED_BITS
+    expected_mode = entry.mode & mode_bits
     if entry.type != "symlink" and found.mode != expected_mode:
         findings.append(
             Finding("mode", path, f"{path} {found.mode:04o} ≠ manifest {expected_mode:04o}")

@@ -55,10 +55,15 @@ class InstanceFinding:
     shared_with: tuple[str, ...] = ()
     rootfs: str | None = None
     skipped: str | None = None
+    # findings in a container engine's image layers (Docker): shared by every container of
+    # the image, and inherited by a fresh one, since the engine cannot load a clean copy
+    # while containers use them (see docs/architecture.md, "the auditor on Docker")
+    layer_files: tuple[Finding, ...] = ()
+    layers: str | None = None  # where those layers are, for the report
 
     @property
     def tampered(self) -> bool:
-        return bool(self.files)
+        return bool(self.files or self.layer_files)
 
     @property
     def drifted(self) -> bool:
@@ -66,7 +71,7 @@ class InstanceFinding:
 
     @property
     def findings(self) -> tuple[Finding, ...]:
-        return self.files + self.config
+        return self.layer_files + self.files + self.config
 
     @property
     def status(self) -> AuditStatus:
@@ -97,6 +102,8 @@ class InstanceFinding:
             "skipped": self.skipped,
             "shared_with": list(self.shared_with),
             "rootfs": self.rootfs,
+            "layer_files": [f.to_json() for f in self.layer_files],
+            "layers": self.layers,
         }
 
 

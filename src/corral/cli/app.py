@@ -260,21 +260,22 @@ def history(
 ) -> None:
     """The releases of a service, oldest first, and which one runs; or the diff of two."""
     from corral.release_diff import diff_of
+    from corral.release_history import history_of
 
     ctx = _ctx(spec, env)
     try:
         changes = diff_of(ctx.store, service, *diff) if diff else None
-        data = views.history_data(ctx.store, service) if changes is None else {}
+        history = history_of(ctx.store, service) if changes is None else None
     finally:
         ctx.close()
     if changes is not None and as_json:
         _emit_json(changes.model_dump(mode="json"))
     elif changes is not None:
         views.print_release_diff(out, changes)
-    elif as_json:
-        _emit_json(data)
-    else:
-        views.print_history(out, data)
+    elif history is not None and as_json:  # the API's schema: api_schema.HistoryView
+        _emit_json(history.model_dump(mode="json"))
+    elif history is not None:
+        views.print_history(out, history)
 
 
 @app.command()
@@ -329,10 +330,16 @@ def logs(
     instance: Annotated[str | None, typer.Option(help="only this instance")] = None,
     release: Annotated[str | None, typer.Option(help="only this release, e.g. r2")] = None,
     grep: Annotated[str | None, typer.Option(help="only lines matching this regex")] = None,
-    tail: int = 50,
+    since: Annotated[
+        str | None, typer.Option(help="only lines written since: 10m, 2h or an RFC 3339 time")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="only lines written before this")] = None,
+    tail: Annotated[
+        int | None, typer.Option(help="the last N lines (default 50; all with --since/--until)")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Output of a service's instances, also those already replaced."""
+    """Output of a service's instances, also those already replaced, interleaved by time."""
     ctx = _ctx(spec, env)
     try:
         views.print_logs(
@@ -345,6 +352,8 @@ def logs(
             release=release,
             grep=grep,
             as_json=as_json,
+            since=since,
+            until=until,
         )
     finally:
         ctx.close()

@@ -69,7 +69,17 @@ def instances(
     )
     try:
         started = time.monotonic()
-        results = audit_instances(ctx.home, ctx.project, env, ctx.store, service=service, full=full)
+        strangers: list[Any] = []
+        if ctx.spec.driver == "docker":
+            from corral.audit.docker import audit_docker  # the docker SDK is optional
+
+            results, strangers = audit_docker(
+                ctx.home, ctx.project, env, ctx.store, service=service, full=full
+            )
+        else:
+            results = audit_instances(
+                ctx.home, ctx.project, env, ctx.store, service=service, full=full
+            )
         took = time.monotonic() - started
     finally:
         ctx.close()
@@ -79,11 +89,14 @@ def instances(
             {
                 "instances": [r.to_json() for r in results],
                 "summary": {str(s): n for s, n in counts.items()},
+                "strangers": [s.to_json() for s in strangers],
                 "seconds": round(took, 3),
             }
         )
     else:
         _print_instances(results, counts, took)
+        for stranger in strangers:  # not corral's: reported, never touched, not drift
+            out.print(f"stranger (not started by corral, left alone): {stranger.render()}")
     _exit_for(counts)
 
 
@@ -97,7 +110,11 @@ def _print_instances(
         out.print(f"{r.instance_id} ({r.service} r{r.release}): {r.status}")
         if r.skipped:
             out.print(f"  skipped: {r.skipped}")
-        if r.files:
+        if r.files and r.rootfs is None:  # a container's own layer (docker)
+            out.print("  its own writable layer:")
+            for finding in r.files:
+                out.print(f"    {finding.render()}")
+        elif r.files:
             if r.rootfs in shown_roots:
                 out.print(f"  {len(r.files)} file finding(s) in the shared image root (above)")
             else:
@@ -106,6 +123,13 @@ def _print_instances(
                 out.print(f"  image root {r.rootfs} (shared by {sharers}; affects them all):")
                 for finding in r.files:
                     out.print(f"    {finding.render()}")
+        if r.layer_files:
+            out.print(
+                f"  image layers {r.layers} (shared by every container of the image; a fresh "
+                "one would inherit them):"
+            )
+            for finding in r.layer_files:
+                out.print(f"    {finding.render()}")
         for finding in r.config:
             out.print(f"  {finding.render()}")
         for why in r.not_audited:

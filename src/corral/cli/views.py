@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from corral.api_schema import EventView, ReleaseDiff, RolloutView, StatusView
+from corral.api_schema import EventView, HistoryView, ReleaseDiff, RolloutView, StatusView
 from corral.engine import Context
-from corral.errors import CorralError, SpecError
+from corral.errors import CorralError, SpecError, UsageError
 from corral.images.model import ImageRef
 from corral.state.protocol import StateStore
 from corral.state.records import Event, LockInfo
@@ -197,6 +197,11 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
                 short(inst["image"]),
             )
         console.print(table)
+    for stranger in data.get("strangers") or []:
+        console.print(
+            f"[yellow]stranger[/] {stranger['name']} {stranger['container'][:12]} "
+            f"{stranger['state']}: carries corral's labels, not started by corral; left alone"
+        )
     if data.get("agent") == "not running":
         console.print(
             "[dim]The agent is not running: health unknown, routes not served. "
@@ -251,33 +256,6 @@ def print_rollout(console: Console, data: dict[str, Any]) -> None:
         console.print(f"  bake window of {bake['release']}: {left:.0f}s left of {window:g}s")
 
 
-def history_data(store: StateStore, service: str) -> dict[str, Any]:
-    record = store.get_service(service)
-    releases = store.list_releases(service)
-    if record is None and not releases:
-        from corral.errors import UsageError
-
-        raise UsageError(
-            f"no service named {service!r} in this environment",
-            hint="`corral status` lists the recorded services.",
-        )
-    return {
-        "service": service,
-        "current": f"r{record.current_release}" if record and record.current_release else None,
-        "releases": [
-            {
-                "release": r.name,
-                "image": r.image_digest,
-                "config_hash": r.config_hash,
-                "created_at": r.created_at,
-                "created_by": r.created_by,
-                "current": bool(record and record.current_release == r.number),
-            }
-            for r in releases
-        ],
-    }
-
-
 def print_release_diff(console: Console, diff: ReleaseDiff) -> None:
     console.print(f"[bold]{diff.service}[/] {diff.from_release} → {diff.to_release}")
     image = diff.image
@@ -294,18 +272,18 @@ def print_release_diff(console: Console, diff: ReleaseDiff) -> None:
         console.print("  [dim]no differences: the same image and config[/]")
 
 
-def print_history(console: Console, data: dict[str, Any]) -> None:
-    table = Table(title=f"{data['service']} releases", box=None, header_style="dim")
+def print_history(console: Console, history: HistoryView) -> None:
+    table = Table(title=f"{history.service} releases", box=None, header_style="dim")
     for column in ("", "release", "image", "config", "created", "by"):
         table.add_column(column)
-    for r in data["releases"]:
+    for r in history.releases:
         table.add_row(
-            "▶" if r["current"] else "",
-            r["release"],
-            short(r["image"]),
-            short(r["config_hash"]),
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
-            r["created_by"],
+            "▶" if r.current else "",
+            r.release,
+            short(r.image_digest),
+            short(r.config_hash),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
+            r.created_by,
         )
     console.print(table)
 
@@ -316,24 +294,33 @@ def print_logs(
     service: str,
     *,
     instance: str | None,
-    tail: int,
+    tail: int | None,
     follow: bool,
     release: str | None = None,
     grep: str | None = None,
     as_json: bool = False,
+    since: str | None = None,
+    until: str | None = None,
 ) -> None:
-    """Lines of every instance of a service (also replaced ones), filtered; with --json one
-    object per line, and a line the app wrote as JSON is kept structured (`fields`)."""
+    """Lines of every instance of a service (also replaced ones) interleaved by time, each
+    with the time it was written and its stream; filtered by instance, release, time window
+    and regex. `tail` (default 50, all when a window is given) counts across instances. With
+    --json one object per line, and a line the app wrote as JSON is kept structured."""
     import json as jsonlib
     import re
 
     from corral.agent.runtime import build_driver
+    from corral.logs.read import Entry, Follower, in_window, interleave, parse_moment, records
 
+    try:
+        start = parse_moment(since) if since else None
+        end = parse_moment(until) if until else None
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="e.g. --since 10m or --since 2026-11-24T10:00:00Z") from exc
     driver = build_driver(
         ctx.home, ctx.project, ctx.environment, ctx.spec.driver, ctx.spec.driver_settings()
     )
     pattern = re.compile(grep) if grep else None
-    offsets: dict[str, int] = {}
 
     def paths() -> list[tuple[str, str, Path]]:
         found = []
@@ -343,45 +330,53 @@ def print_logs(
             if release and f"r{record.release}" != release and str(record.release) != release:
                 continue
             path = driver.log_path(record.id)
-            if path is not None and path.exists():
+            if path is not None and (path.exists() or path.with_name(path.name + ".1").exists()):
                 found.append((record.id, f"r{record.release}", path))
         return found
 
-    def show(instance_id: str, label: str, line: str) -> None:
-        if pattern is not None and not pattern.search(line):
+    def show(entry: Entry) -> None:
+        rec = entry.record
+        if pattern is not None and not pattern.search(rec.text):
             return
         if as_json:
             row: dict[str, Any] = {
                 "service": service,
-                "instance": instance_id,
-                "release": label,
-                "line": line,
+                "instance": entry.instance,
+                "release": entry.release,
+                "time": rec.stamp(),
+                "stream": rec.stream,
+                "line": rec.text,
             }
-            if line.startswith("{"):
+            if rec.text.startswith("{"):
                 with contextlib.suppress(ValueError):
-                    row["fields"] = jsonlib.loads(line)
+                    row["fields"] = jsonlib.loads(rec.text)
             sys.stdout.write(jsonlib.dumps(row) + "\n")
             sys.stdout.flush()
         else:
-            console.print(Text(f"{instance_id} {label} | ", style="dim") + Text(line))
+            head = f"{rec.stamp() or '-'} {entry.instance} {entry.release} "
+            style = "red" if rec.stream == "stderr" else None
+            console.print(Text(head + "| ", style="dim") + Text(rec.text, style=style or ""))
 
+    def entries(iid: str, label: str, found: list[Any]) -> list[Entry]:
+        return [Entry(iid, label, r) for r in found if in_window(r, start, end)]
+
+    followers: dict[str, tuple[str, Follower]] = {}
+    shown = list(interleave(entries(i, lab, list(records(p))) for i, lab, p in paths()))
+    if tail is None:
+        tail = 0 if start or end else 50
+    for entry in shown[-tail:] if tail else shown:
+        show(entry)
     for instance_id, label, path in paths():
-        data = path.read_bytes()
-        offsets[instance_id] = len(data)
-        for line in data.decode(errors="replace").splitlines()[-tail:]:
-            show(instance_id, label, line)
+        followers[instance_id] = (label, Follower(path))
+        followers[instance_id][1].skip_to_end()
     deadline = time.monotonic() + 24 * 3600
     while follow and time.monotonic() < deadline:
         time.sleep(0.5)
         for instance_id, label, path in paths():
-            start = offsets.get(instance_id, 0)
-            with open(path, "rb") as handle:
-                handle.seek(start)
-                chunk = handle.read()
-            if chunk:
-                offsets[instance_id] = start + len(chunk)
-                for line in chunk.decode(errors="replace").splitlines():
-                    show(instance_id, label, line)
+            followers.setdefault(instance_id, (label, Follower(path)))
+        batch = [entries(i, lab, f.poll()) for i, (lab, f) in sorted(followers.items())]
+        for entry in interleave(batch):
+            show(entry)
 
 
 def lock_json(lock: LockInfo | None) -> dict[str, Any]:

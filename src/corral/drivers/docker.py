@@ -25,6 +25,7 @@ The SDK is synchronous: every engine call runs in a worker thread, so the agent'
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -34,10 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from corral.audit.docker_config import compare_container, env_marks
+from corral.audit.keys import home_key
 from corral.drivers import docker_volumes
 from corral.drivers.docker_engine import connect, engine_call, is_not_found, sdk
 from corral.drivers.docker_exec import exec_in_container, kill_exec
 from corral.drivers.docker_images import ensure_image
+from corral.drivers.docker_strangers import Stranger, find_strangers, label_filters
 from corral.drivers.instance_files import create_instance_dir, write_json
 from corral.drivers.protocol import (
     ExecResult,
@@ -167,6 +171,7 @@ class DockerDriver:
         api = self._api()
         image_id = ensure_image(api, self._images, spec.image_digest, self.project)
         record = _record(spec, image_id, container_name(spec))
+        record.update(self._launched(spec))
         create_instance_dir(inst_dir, _RECORD, record)
         try:
             return self._create_and_run(api, spec, record)
@@ -175,6 +180,19 @@ class DockerDriver:
                 self._remove_container(record)
             shutil.rmtree(inst_dir, ignore_errors=True)  # a failed start leaves nothing behind
             raise
+
+    def _launched(self, spec: LaunchSpec) -> dict[str, Any]:
+        """What the auditor compares the container with (audit/docker_config.py): every env
+        variable by keyed hash (law 5), and the volume binds."""
+        env = {**self._images.info(spec.image_digest).env, **_instance_env(spec)}
+        key = home_key(self._home.root)
+        return {
+            "env_marks": env_marks(key, env, set(spec.secrets)),
+            "binds": [
+                f"{docker_volumes.volume_name(self.project, self.environment, m)}:{m.path}:rw"
+                for m in spec.mounts
+            ],
+        }
 
     def _create_and_run(
         self, api: Any, spec: LaunchSpec, record: dict[str, Any]
@@ -317,10 +335,73 @@ class DockerDriver:
         }
         with engine_call("list containers"):
             listed = {c["Id"]: c for c in self._api().containers(all=True, filters=filters)}
-        return [
-            self._observed(record, listed.get(record.get("container_id") or ""))
-            for record in records
-        ]
+        seen = []
+        for record in records:
+            observed = self._observed(record, listed.get(record.get("container_id") or ""))
+            if observed.state is not ObservedState.RUNNING and not record.get("removed"):
+                detail = self._recreated(record, listed.values())
+                observed = dataclasses.replace(observed, detail=detail) if detail else observed
+            seen.append(observed)
+        return seen
+
+    # -- what the auditor and `status` ask (audit/docker.py) ------------------------------------
+
+    def records(self) -> list[dict[str, Any]]:
+        """What corral launched, one record per instance of this project and environment."""
+        return self._records()
+
+    def inspect(self, container_id: str) -> dict[str, Any] | None:
+        """`docker inspect` of a container, or None when it no longer exists."""
+        try:
+            with engine_call(f"inspect container {container_id[:12]}"):
+                found: dict[str, Any] = self._api().inspect_container(container_id)
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        return found
+
+    async def strangers(self) -> list[Stranger]:
+        """Containers with this project's and environment's labels that no record names:
+        reported, never touched."""
+        return await asyncio.to_thread(self.find_strangers)
+
+    def find_strangers(self) -> list[Stranger]:
+        owned = {str(r.get("container_id")) for r in self._records() if r.get("container_id")}
+        with engine_call("list containers"):
+            listed = self._api().containers(
+                all=True, filters=label_filters(self.project, self.environment)
+            )
+        return find_strangers(listed, owned)
+
+    def recreated_evidence(self, record: dict[str, Any]) -> str | None:
+        with engine_call("list containers"):
+            listed = self._api().containers(
+                all=True, filters=label_filters(self.project, self.environment)
+            )
+        return self._recreated(record, listed)
+
+    def _recreated(self, record: dict[str, Any], listed: Any) -> str | None:
+        """Evidence when the recorded container is gone and another one now holds its name or
+        its instance label: someone recreated it outside corral (that one is a stranger)."""
+        for container in listed:
+            names = container.get("Names") or []
+            claims = (container.get("Labels") or {}).get(LABEL + "instance")
+            if f"/{record['name']}" not in names and claims != record["instance_id"]:
+                continue
+            if container["Id"] == record.get("container_id"):
+                continue
+            found = self.inspect(container["Id"])
+            if found is None:
+                continue
+            key = home_key(self._home.root)
+            evidence = "; ".join(f.render() for f in compare_container(record, found, key=key))
+            return (
+                f"recreated outside corral as container {container['Id'][:12]} (not the "
+                f"recorded {str(record.get('container_id'))[:12]}, left alone as a stranger)"
+                + (f": {evidence}" if evidence else "")
+            )
+        return None
 
     def _observed(
         self, record: dict[str, Any], container: dict[str, Any] | None

@@ -10,8 +10,11 @@ something the next agent can find and clean — law 7):
         status        bwrap's own JSON status (child pid, exit code), written by bwrap even when
                       no agent is alive
         scratch/      the only writable dir (`/scratch` inside)
-    logs/<environment>/<project>/<service>/<instance_id>.log
-                      stdout+stderr, appended; kept by forget
+    logs/<environment>/<project>/<service>/<instance_id>.log[.1]
+                      stdout+stderr, each line stamped with its time and stream by the
+                      instance's log collector (corral.logs.collector, a process of its own
+                      that outlives the agent as the instance does); rotated by size/age;
+                      kept by forget, removed max_age after the instance is gone
 
 The project is part of both paths because instance ids are unique per (project, environment)
 only, and one home may serve several projects.
@@ -62,6 +65,7 @@ from corral.drivers.protocol import (
     exec_output,
 )
 from corral.errors import DriverError, PrerequisiteError
+from corral.logs.retention import LogPolicy, sweep
 from corral.paths import Home
 from corral.volumes import local_dir
 
@@ -93,6 +97,7 @@ _POLL = 0.02  # seconds between looks at a process we wait for
 _KILL_WAIT = 5.0  # how long SIGKILL may take to show before we call it a failure
 _START_WAIT = 5.0  # how long bwrap may take to create the sandbox
 _SANDBOX_EXEC = str(Path(__file__).with_name("sandbox_exec.py"))
+_SWEEP_EVERY = 600.0  # seconds between looks for logs of long-gone instances
 
 
 def sandbox_args(
@@ -239,6 +244,7 @@ class LocalDriver:
         resolve_image: Callable[[str], ImageRuntime],
         *,
         startup_check: float = 0.2,
+        log_policy: LogPolicy | None = None,
     ) -> None:
         bwrap = shutil.which("bwrap")
         if bwrap is None:
@@ -249,6 +255,9 @@ class LocalDriver:
         self.environment = environment
         self._resolve_image = resolve_image
         self._startup_check = startup_check  # an exit within this window is a failed start
+        self.log_policy = log_policy or LogPolicy()
+        self._collectors: set[int] = set()  # our children, reaped once they end
+        self._swept = 0.0
 
     # -- the Driver interface -----------------------------------------------------------------
 
@@ -298,9 +307,29 @@ class LocalDriver:
         if self._is_running(inst):
             self._kill(inst)
             await self._wait_ended(inst)
+        await self._wait_collector(inst.dir)
+
+    async def _wait_collector(self, inst_dir: Path, seconds: float = 2.0) -> None:
+        """The app has ended: give its log collector (bounded) time to write the last lines,
+        so that a stop's caller reads them (e.g. "got SIGTERM")."""
+        try:
+            recorded = json.loads((inst_dir / "pid").read_text()).get("collector")
+            collector = _Proc(**recorded) if recorded else None
+        except (OSError, ValueError, TypeError):
+            return
+        deadline = time.monotonic() + seconds
+        while collector is not None and time.monotonic() < deadline:
+            collector.reap()
+            if not collector.is_alive():
+                self._collectors.discard(collector.pid)
+                return
+            await asyncio.sleep(_POLL)
 
     async def observe(self) -> list[ObservedInstance]:
+        self._reap_collectors()
         seen = [self._observed(inst) for inst in self._instances()]
+        if time.monotonic() - self._swept > _SWEEP_EVERY:
+            self.sweep_logs({o.instance_id for o in seen})
         return sorted(seen, key=lambda o: (o.service, o.serial, o.instance_id))
 
     async def forget(self, instance_id: str) -> None:
@@ -315,6 +344,21 @@ class LocalDriver:
                 hint="Stop it first.",
             )
         shutil.rmtree(inst.dir)
+
+    def sweep_logs(self, live: set[str]) -> int:
+        """Remove the logs of instances gone (no instance dir) longer than max_age. `live`
+        is every instance dir seen: a live instance's logs are never removed."""
+        self._swept = time.monotonic()
+        return sweep(self._logs_root(), live, self.log_policy)
+
+    def _reap_collectors(self) -> None:
+        for pid in list(self._collectors):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self._collectors.discard(pid)
 
     def log_path(self, instance_id: str) -> Path | None:
         inst = self._load(instance_id)
@@ -412,7 +456,10 @@ class LocalDriver:
         env = {**_instance_env(spec, image, port), **_secret_env(spec)}
         fds, options = _with_secret_files(options, spec)
         try:
-            bwrap = _posix_spawn(self._bwrap, options, command, env, log=log, status=status)
+            outputs, collector = _spawn_collector(log, self.log_policy, spec)
+            fds += outputs
+            self._collectors.add(collector)
+            bwrap = _posix_spawn(self._bwrap, options, command, env, outputs, status=status)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -420,8 +467,14 @@ class LocalDriver:
         try:
             sandbox = await _wait_sandbox(bwrap, status)
             inst = _Instance(inst_dir, launch, bwrap, sandbox)
+            collected_by = _Proc.of(collector)
             write_json(
-                inst_dir / "pid", {**bwrap.to_json(), "sandbox": sandbox and sandbox.to_json()}
+                inst_dir / "pid",
+                {
+                    **bwrap.to_json(),
+                    "sandbox": sandbox and sandbox.to_json(),
+                    "collector": collected_by and collected_by.to_json(),
+                },
             )
             code = await self._exit_within(inst, self._startup_check)
         except BaseException:
@@ -429,6 +482,7 @@ class LocalDriver:
             await self._wait_ended(inst)
             raise
         if code is not None:
+            await _wait_collected(collector)  # so the hint below shows the app's last words
             raise DriverError(
                 f"{spec.instance_id}: `{' '.join(command)}` exited at once with code {code}",
                 hint=f"Last lines of {log}:\n{_tail(log)}",
@@ -655,25 +709,75 @@ def _with_secret_files(options: list[str], spec: LaunchSpec) -> tuple[list[int],
     return fds, [*options[:at], *args, *options[at:]]
 
 
+def _spawn_collector(log: Path, policy: LogPolicy, spec: LaunchSpec) -> tuple[list[int], int]:
+    """Start the instance's log collector (corral.logs.collector) in a session of its own,
+    reading two new pipes; returns the pipes' write ends (the app's stdout and stderr: the
+    caller closes them once the app holds them) and the collector's pid."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        argv = [sys.executable, "-I", "-m", "corral.logs.collector", str(log)]
+        argv += [str(policy.max_size), repr(policy.max_age)]
+        if policy.forward:  # to a central syslog server, tagged with the instance's labels
+            argv += [policy.forward, spec.service, spec.instance_id, f"release=r{spec.release}"]
+            argv += [f"project={spec.project}", f"environment={spec.environment}"]
+        pid = os.posix_spawn(
+            sys.executable,
+            argv,
+            {"PATH": DEFAULT_PATH},
+            setsid=True,
+            setsigdef=_CATCHABLE_SIGNALS,
+            setsigmask=(),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                # Not our stdout/stderr: a collector holding them would keep whoever reads
+                # the agent's output waiting for end-of-file as long as the instance runs.
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+                (os.POSIX_SPAWN_DUP2, out_r, 3),
+                (os.POSIX_SPAWN_DUP2, err_r, 4),
+            ],
+        )
+    except OSError as exc:
+        for fd in (out_w, err_w):
+            os.close(fd)
+        raise DriverError(f"could not start the log collector: {exc}") from exc
+    finally:
+        for fd in (out_r, err_r):
+            os.close(fd)
+    return [out_w, err_w], pid
+
+
+async def _wait_collected(pid: int, seconds: float = 2.0) -> None:
+    """Wait (bounded) for a collector whose app has ended to have written everything."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        await asyncio.sleep(_POLL)
+
+
 def _posix_spawn(
     bwrap: str,
     options: list[str],
     command: list[str],
     env: dict[str, str],
+    outputs: list[int],
     *,
-    log: Path,
     status: Path,
 ) -> _Proc:
-    """Start bwrap in a session of its own, detached from us: stdin /dev/null, output appended
-    to the log file (an fd it holds, so logs keep flowing when the agent is gone), signals as
-    a fresh process has them.
+    """Start bwrap in a session of its own, detached from us: stdin /dev/null, stdout and
+    stderr the pipes of the instance's log collector (which outlives the agent, so lines keep
+    being collected when the agent is gone), signals as a fresh process has them.
 
     posix_spawn, not subprocess.Popen: a Popen dropped while its child runs warns, and these
     children are meant to outlive every object (and process) that started them. The env goes
     through execve, not `--setenv`, to keep its values (maybe secrets) out of `ps`; bwrap hands
     exactly this env to the app."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    log_fd = os.open(log, flags, 0o600)
     status_fd = os.open(status, flags, 0o600)
     try:
         os.set_inheritable(status_fd, True)  # bwrap writes its status there, agent or not
@@ -688,14 +792,13 @@ def _posix_spawn(
             setsigmask=(),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                (os.POSIX_SPAWN_DUP2, outputs[0], 1),
+                (os.POSIX_SPAWN_DUP2, outputs[1], 2),
             ],
         )
     except OSError as exc:
         raise DriverError(f"could not run {bwrap}: {exc}") from exc
     finally:
-        os.close(log_fd)
         os.close(status_fd)
     proc = _Proc.of(pid)
     if proc is None:  # cannot happen: an unreaped child stays visible

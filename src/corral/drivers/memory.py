@@ -1,5 +1,5 @@
 """An in-memory `Driver` for logic tests: no processes, deterministic, with knobs to simulate
-what real runtimes do (a crash, a start that fails).
+what real runtimes do (a crash, a start that fails, an engine moving an instance).
 
 It passes the same conformance suite as the real drivers. Drivers that share a `MemoryHost`
 see the same instances, as two agents on one machine would: a new driver on the same host
@@ -68,6 +68,30 @@ class InMemoryDriver:
         if key not in self.host.instances:
             raise KeyError(f"no instance {instance_id!r} in {self.project}/{self.environment}")
         self.host.instances[key] = _ended(self.host.instances[key], exit_code)
+
+    def away(self, instance_id: str, exit_code: int | None = None) -> None:
+        """The engine is bringing the instance back (Swarm: its task crashed, or its node was
+        lost): PENDING, with no address, until `reschedule`."""
+        key = self._key(instance_id)
+        seen = self.host.instances[key]
+        self.host.instances[key] = replace(
+            seen, state=ObservedState.PENDING, address=None, exit_code=exit_code
+        )
+
+    def reschedule(self, instance_id: str) -> str:
+        """The engine runs the instance again, at a new address (another node or port); that
+        address is returned."""
+        key = self._key(instance_id)
+        port = self.host.next_port
+        self.host.next_port += 1
+        self.host.instances[key] = replace(
+            self.host.instances[key],
+            state=ObservedState.RUNNING,
+            address=f"127.0.0.1:{port}",
+            driver_ref=f"memory:{port - FIRST_PORT + 1}",
+            exit_code=None,
+        )
+        return f"127.0.0.1:{port}"
 
     def fail_next_start(self, message: str = "simulated start failure") -> None:
         """Make the next `start` raise DriverError (and leave nothing behind)."""

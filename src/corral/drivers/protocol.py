@@ -87,6 +87,7 @@ class ObservedInstance:
     exit_code: int | None = None
     started_at: float = 0.0
     node: str | None = None  # the host it runs on, for engines that place instances
+    detail: str | None = None  # why it is not running, when the driver knows more than a code
 
 
 class Driver(Protocol):

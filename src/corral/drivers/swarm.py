@@ -61,7 +61,7 @@ from corral.drivers.protocol import (
     exec_output,
 )
 from corral.drivers.swarm_engines import SwarmEngines
-from corral.drivers.swarm_tasks import TaskView, node_is_up, task_view
+from corral.drivers.swarm_tasks import TaskView, node_is_up, on_a_down_node, task_view
 from corral.errors import DriverError
 from corral.images.store import ImageStore
 from corral.paths import Home
@@ -77,6 +77,7 @@ _START_DEADLINE = 120.0  # scheduling, loading from the node's image store, star
 _STOP_DEADLINE = 30.0  # beyond the grace: Swarm's agent on the node reports the task ended
 _FAILED = ("failed", "rejected")  # a task that ended on its own, or that its node refused
 _LOG_EVERY = 2.0  # seconds between copies of one instance's log on observe
+_LOG_TIMEOUT = 3  # seconds of silence before a log read gives up (a node cut off)
 
 
 class SwarmDriver:
@@ -410,7 +411,8 @@ class SwarmDriver:
             if service is not None:
                 own = tasks.get(service["ID"], [])
                 view = task_view(service, own, nodes, int(record["port"]))
-                self._sync_logs(record)
+                if not on_a_down_node(own, nodes):  # the manager would wait for its part
+                    self._sync_logs(record)
             else:  # stopped (the exit code was kept), or removed behind corral's back
                 code = record.get("exit_code")
                 view = TaskView(ObservedState.EXITED, exit_code=None if code is None else int(code))
@@ -496,10 +498,7 @@ class SwarmDriver:
         path = self._log_file(str(record["service"]), instance_id)
         try:
             with engine_call(f"read the logs of {record['name']}"):
-                chunks = self.engines.manager().service_logs(
-                    record["service_id"], stdout=True, stderr=True
-                )
-                data = b"".join(chunks)
+                data = _read_service_logs(self.engines.manager(), str(record["service_id"]))
         except Exception as exc:
             if is_not_found(exc) or isinstance(exc, DriverError):
                 return  # logs are best effort: a node that is down cannot send its part
@@ -598,3 +597,13 @@ def _exec_read(api: Any, exec_id: str) -> tuple[bytes, int]:
         data: bytes = api.exec_start(exec_id)
         code = api.exec_inspect(exec_id).get("ExitCode")
     return data[:EXEC_READ_LIMIT], 127 if code is None else int(code)
+
+
+def _read_service_logs(api: Any, service_id: str) -> bytes:
+    """The service's whole log through the manager, read with a timeout: the SDK's own
+    `service_logs` streams without one, and the manager waits forever for the part of a node
+    that is cut off (DriverError then, through engine_call)."""
+    params = {"stdout": 1, "stderr": 1, "follow": 0, "timestamps": 0, "tail": "all"}
+    url = api._url("/services/{0}/logs", service_id)
+    response = api._get(url, params=params, stream=False, timeout=_LOG_TIMEOUT)
+    return bytes(api._get_result_tty(False, response, False))  # demultiplexed stdout+stderr

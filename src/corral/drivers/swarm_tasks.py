@@ -85,6 +85,15 @@ def task_view(
     )
 
 
+def on_a_down_node(tasks: list[dict[str, Any]], nodes: dict[str, dict[str, Any]]) -> bool:
+    """Whether any of the service's tasks sits on a node that is not up (or unknown)."""
+    for task in tasks:
+        node = nodes.get(str(task.get("NodeID") or ""))
+        if task.get("NodeID") and (node is None or not node_is_up(node)):
+            return True
+    return False
+
+
 def node_is_up(node: dict[str, Any]) -> bool:
     return bool(node.get("Status", {}).get("State") == "ready")
 

@@ -223,6 +223,8 @@ class Executor:
         # the agent hands over its in-memory key (read once at start); alone, read the file
         self.secret_key: Callable[[], SecretKey] = load_key
         self.apply_id: str | None = None
+        # drains and stops of routed-out instances still running, per service (see _retire)
+        self._stops: dict[str, list[asyncio.Task[None]]] = {}
 
     # -- fleet view -------------------------------------------------------------------------
 
@@ -280,6 +282,7 @@ class Executor:
             )
         finally:
             self.controls.pop(target.name, None)
+            await self._settle_stops(target.name)
         if isinstance(outcome, Completed):
             result.ok = True
         else:
@@ -290,7 +293,10 @@ class Executor:
                 service=target.name,
                 data={"release": release.number, "reason": outcome.reason},
             )
-            result.rolled_back_to = await self._roll_back(target, release, previous, result)
+            try:
+                result.rolled_back_to = await self._roll_back(target, release, previous, result)
+            finally:
+                await self._settle_stops(target.name)
         await self._end_traffic_split(target.name)
         result.ended_at = time.time()
         after = self._route_counts(target.name)
@@ -585,7 +591,10 @@ class Executor:
             waiting = self._await_ready(target, release, step.instance_ids)
             await (control.abortable(waiting) if control is not None else waiting)
         elif isinstance(step, Retire):
-            await self._retire(target, step.instance_ids, step.reason, result)
+            # a roll-out's next step need not wait for these stops, unless a single_writer
+            # volume must be released first (stop-first hand-over)
+            overlap = target.handover_timeout is None
+            await self._retire(target, step.instance_ids, step.reason, result, overlap=overlap)
         elif isinstance(step, SetWeight):
             self.book.weights[target.name] = (step.release, step.percent)
             progress.record(
@@ -840,7 +849,14 @@ class Executor:
         instance_ids: tuple[str, ...],
         reason: str,
         result: RolloutResult,
+        *,
+        overlap: bool = False,
     ) -> None:
+        """Route out, drain, stop (law 6), each instance recorded STOPPING first (law 7).
+
+        With `overlap`, this returns once the instances are out of routing and their drain and
+        stop go on in the background (as Kubernetes does not count terminating pods), so the
+        roll-out's next start overlaps them; the roll-out settles them before it ends."""
         records = [r for r in (self.store.get_instance(i) for i in instance_ids) if r]
         entries = []
         for record in records:
@@ -858,6 +874,20 @@ class Executor:
         self.fault("instance.stopping")
         # out of routing first, then drain in-flight requests, then stop (law 6)
         await self.sync_routes(target.name)
+        finish = self._drain_and_stop(target, records, entries, reason, result)
+        if overlap:
+            self._stops.setdefault(target.name, []).append(asyncio.create_task(finish))
+        else:
+            await finish
+
+    async def _drain_and_stop(
+        self,
+        target: ServiceTarget,
+        records: list[InstanceRecord],
+        entries: list[Any],
+        reason: str,
+        result: RolloutResult,
+    ) -> None:
         if target.name in self.router.routes():
             await self.router.drain(
                 target.name, [r.id for r in records], timeout=target.drain_timeout
@@ -884,6 +914,14 @@ class Executor:
             )
         result.last_stop_at = now
         self.fault("instance.stopped")
+
+    async def _settle_stops(self, service: str) -> None:
+        """Wait for the background stops of `service`; the first failure is raised."""
+        tasks = self._stops.pop(service, [])
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     def _route_counts(self, service: str) -> tuple[int, int]:
         if service not in self.router.routes():

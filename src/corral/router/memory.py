@@ -163,6 +163,10 @@ class InMemoryRouter:
 
     # -- what tests drive -------------------------------------------------------------------
 
+    def hold_of(self, service: str) -> float:
+        """How long the route holds a request while no backend is routed."""
+        return self._route(service).hold_timeout
+
     def routed(self, service: str) -> list[Backend]:
         """The backends that may receive new requests (routed, not ejected)."""
         route = self._route(service)

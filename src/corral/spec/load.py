@@ -36,6 +36,7 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 
 from corral.errors import MissingFileError, SpecError, SpecProblem, UsageError
 from corral.spec.model import NAME_PATTERN, Spec
+from corral.volumes import check_mount_paths
 
 SPEC_FILENAME = "corral.yaml"
 
@@ -97,6 +98,7 @@ def load_spec(path: str | Path) -> LoadedSpec:
         _tree=tree,
     )
     _check_copy_sources(loaded, shown)
+    check_mount_paths(loaded)  # volumes over runtime paths, secrets' files, other volumes
     return loaded
 
 

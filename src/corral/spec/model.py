@@ -480,17 +480,8 @@ class VolumeSpec(_Strict):
         parts = value.strip("/").split("/")
         if any(part in ("", ".", "..") for part in parts):
             raise ValueError(f"path must be a plain absolute path (no //, . or ..), got {value!r}")
-        clean = "/" + "/".join(parts)
-        for reserved in RESERVED_MOUNT_PATHS:
-            if (
-                clean == reserved
-                or clean.startswith(reserved + "/")
-                or reserved.startswith(clean + "/")
-            ):
-                raise ValueError(
-                    f"path {value!r} clashes with {reserved}, which the runtime mounts itself"
-                )
-        return clean
+        # overlaps with runtime paths, secrets' files and other volumes: volumes.check_mount_paths
+        return "/" + "/".join(parts)
 
 
 class SecretRef(_Strict):
@@ -560,15 +551,9 @@ class ServiceSpec(_Strict):
     @classmethod
     def _volumes(cls, value: list[VolumeSpec], info: ValidationInfo) -> list[VolumeSpec]:
         names = [v.name for v in value]
-        paths = [v.path for v in value]
-        for seen in (names, paths):
-            twice = sorted({x for x in seen if seen.count(x) > 1})
-            if twice:
-                raise ValueError(f"{twice[0]!r} is used by two volumes: give each its own")
-        for a in paths:
-            for b in paths:
-                if b.startswith(a + "/"):
-                    raise ValueError(f"volume path {b!r} is inside volume path {a!r}")
+        twice = sorted({x for x in names if names.count(x) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]!r} is used by two volumes: give each its own")
         strategy = info.data.get("strategy")
         kind = getattr(strategy, "type", "rolling")
         replicas = info.data.get("replicas", 1)
@@ -638,6 +623,46 @@ class EnvironmentSpec(_Strict):
     kubernetes: KubernetesSettings | None = None
 
 
+class LogSettings(_Strict):
+    """Retention of instance logs (corral.logs): each instance keeps its live log and one
+    rotated `.1`; logs of instances gone longer than max_age are removed by the agent."""
+
+    max_size: str | int = Field(default="10MB", description="rotate past this size (10MB, 1GiB)")
+    max_age: str | int = Field(default="7d", description="rotate past this age; drop gone ones")
+    forward: str | None = Field(
+        default=None,
+        description="also send every line to a syslog server (RFC 5424): syslog://HOST:PORT "
+        "(UDP) or syslog+tcp://HOST:PORT; local driver",
+    )
+
+    @field_validator("forward")
+    @classmethod
+    def _forward(cls, value: str | None) -> str | None:
+        from corral.logs.forward import parse_target
+
+        if value is not None:
+            parse_target(value)
+        return value
+
+    @field_validator("max_size")
+    @classmethod
+    def _size(cls, value: str | int) -> str | int:
+        from corral.logs.retention import parse_size
+
+        if parse_size(value) < 1024:
+            raise ValueError("must be at least 1KB")
+        return value
+
+    @field_validator("max_age")
+    @classmethod
+    def _age(cls, value: str | int) -> str | int:
+        from corral.logs.retention import parse_age
+
+        if parse_age(value) <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
 class Spec(_Strict):
     """The whole `corral.yaml`."""
 
@@ -658,6 +683,7 @@ class Spec(_Strict):
     )
     swarm: SwarmSettings | None = None
     kubernetes: KubernetesSettings | None = None
+    logs: LogSettings | None = None
     environments: dict[Name, EnvironmentSpec] = Field(
         default_factory=dict,
         description="named environments (`corral -e NAME`), each overriding driver, state and "
@@ -685,4 +711,6 @@ class Spec(_Strict):
         settings = (
             getattr(self, self.driver, None) if self.driver in ("swarm", "kubernetes") else None
         )
+        if self.logs is not None and self.driver == "local":  # the local driver's collectors
+            return {"logs": self.logs.model_dump()}
         return settings.model_dump() if settings is not None else {}

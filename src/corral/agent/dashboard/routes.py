@@ -7,7 +7,6 @@ names the token in `request.state.actor`; over the unix socket the body's `who` 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from functools import cache
@@ -19,8 +18,10 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from corral.agent.controller import Agent
-from corral.api_schema import ReleaseDiff
+from corral.api_schema import FleetView, HistoryView, ReleaseDiff
+from corral.errors import UsageError
 from corral.release_diff import diff_of
+from corral.release_history import history_of
 
 PAGE = Path(__file__).with_name("index.html")
 FLEET_MAX_AGE = 0.25  # s: every open page polls each second; one state read serves them all
@@ -60,13 +61,13 @@ def install(app: FastAPI, agent: Agent) -> None:
 
     recent: dict[str, Any] = {"at": -1.0, "body": b""}
 
-    @router.get("/v1/fleet", responses={200: {"content": {"application/json": {}}}})
+    @router.get("/v1/fleet", response_model=FleetView)
     async def fleet() -> Response:
         """`/v1/status` plus what the overview shows: driver, and each instance's age.
 
         At most FLEET_MAX_AGE s old: concurrent viewers share one read (and one encoding)."""
         if time.monotonic() - recent["at"] > FLEET_MAX_AGE:
-            recent["body"] = json.dumps(fleet_view(), separators=(",", ":")).encode()
+            recent["body"] = FleetView.model_validate(fleet_view()).model_dump_json().encode()
             recent["at"] = time.monotonic()
         return Response(recent["body"], media_type="application/json")
 
@@ -88,29 +89,13 @@ def install(app: FastAPI, agent: Agent) -> None:
         }
 
     @router.get("/v1/services/{service}/releases")
-    async def releases(service: str) -> dict[str, Any]:
-        """Every release of the service, oldest first, and which one runs now."""
-        record = agent.store.get_service(service)
-        found = agent.store.list_releases(service)
-        if record is None and not found:
-            raise HTTPException(404, f"no service named {service!r} in this environment")
-        current = record.current_release if record else None
-        return {
-            "service": service,
-            "current": f"r{current}" if current else None,
-            "releases": [
-                {
-                    "name": f"r{r.number}",
-                    "number": r.number,
-                    "image_digest": r.image_digest,
-                    "config_hash": r.config_hash,
-                    "created_at": r.created_at,
-                    "created_by": r.created_by,
-                    "current": r.number == current,
-                }
-                for r in found
-            ],
-        }
+    async def releases(service: str) -> HistoryView:
+        """Every release of the service, oldest first, and which one runs now (the shape of
+        `corral history SERVICE --json`)."""
+        try:
+            return history_of(agent.store, service)
+        except UsageError as exc:
+            raise HTTPException(404, exc.message) from exc
 
     @router.get("/v1/services/{service}/releases/{a}/diff/{b}")
     async def release_diff(service: str, a: str, b: str) -> ReleaseDiff:

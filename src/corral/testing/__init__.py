@@ -1,0 +1,1 @@
+"""Helpers shared by the tests, the benches and the demo (no product code depends on them)."""
