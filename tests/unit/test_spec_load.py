@@ -165,6 +165,20 @@ CASES = {
         "unknown field 'replica'",
         "did you mean 'replicas'? allowed fields: image, replicas, command",
     ),
+    "a field of another strategy names the strategy's own": Case(
+        """\
+        images: {app: {}}
+        services:
+          web:
+            image: app
+            strategy: {type: canary, max_surge: 2, steps: [{set_weight: 50}]}
+        """,
+        5,
+        30,
+        "services.web.strategy.max_surge",
+        "unknown field 'max_surge'",
+        "allowed fields: type, steps, bake_window",
+    ),
     "unknown top-level field": Case(
         "image: {}\n",
         1,

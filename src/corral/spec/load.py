@@ -502,7 +502,9 @@ def _model_at(parts: FieldPath, tag: str | None = None) -> type[BaseModel] | Non
 
 def _union_member(annotation: Any, tag: str | None) -> Any:
     """The member of a union of models whose `type` tag is `tag` (else the annotation)."""
-    members = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    # members may be `Annotated[Model, Tag(...)]` (a discriminated union): look inside
+    unwrapped = [_unwrap(a) for a in get_args(annotation)]
+    members = [a for a in unwrapped if isinstance(a, type) and issubclass(a, BaseModel)]
     if get_origin(annotation) in (dict, list) or len(members) < 2:
         return annotation
     for member in members:
