@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -65,6 +66,8 @@ from corral.drivers.swarm_tasks import TaskView, node_is_up, on_a_down_node, tas
 from corral.errors import DriverError
 from corral.images.store import ImageStore
 from corral.paths import Home
+
+log = logging.getLogger(__name__)
 
 LABEL = "io.corral."
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -170,8 +173,7 @@ class SwarmDriver:
 
     def _start(self, spec: LaunchSpec) -> ObservedInstance:
         manager = self.engines.manager()
-        for api in self.engines.node_apis():  # no registry: every node gets the image itself
-            ensure_image(api, self._images, spec.image_digest, self.project)
+        self._load_image(spec.image_digest)
         inst_dir = self._instance_dir(spec.instance_id)
         record = _record(spec, service_name(spec))
         create_instance_dir(inst_dir, _RECORD, record)
@@ -201,6 +203,25 @@ class SwarmDriver:
                 self._remove_service(record)  # a failed start leaves nothing behind
             shutil.rmtree(inst_dir, ignore_errors=True)
             raise
+
+    def _load_image(self, digest: str) -> None:
+        """No registry: every node engine gets the image itself. An engine that does not
+        answer (its node is lost: Swarm places nothing on a down node) is skipped, so one lost
+        node never stops every start; with none answering the start fails."""
+        failed = []
+        for host, api in self.engines.each_node():
+            try:
+                ensure_image(api(), self._images, digest, self.project)
+            except DriverError as exc:
+                failed.append(f"{host}: {exc.message}")
+        if failed and len(failed) == len(self.engines.each_node()):
+            raise DriverError(
+                f"no node engine could take image {digest}: " + "; ".join(failed),
+                hint="Check the engines in `swarm.node_engines` (`docker -H ADDRESS info`).",
+            )
+        for failure in failed:
+            log.warning("image %s not loaded on a node whose engine does not answer: %s",
+                        digest, failure)  # fmt: skip
 
     def _task_template(self, spec: LaunchSpec, secret_refs: list[Any]) -> Any:
         types = sdk().types

@@ -9,7 +9,9 @@ building a driver needs no engine.
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from corral.drivers.docker_engine import connect, engine_call
@@ -43,6 +45,13 @@ class SwarmEngines:
         if not self.node_hosts:
             return [self.manager()]
         return [self._node(host) for host in self.node_hosts]
+
+    def each_node(self) -> list[tuple[str, Callable[[], Any]]]:
+        """(address, connect) of every node engine images must reach, connected only when
+        called, so one engine that does not answer does not stop the others."""
+        if not self.node_hosts:
+            return [(self.manager_host or "the manager", self.manager)]
+        return [(host, functools.partial(self._node, host)) for host in self.node_hosts]
 
     def api_of_node(self, node_id: str) -> Any | None:
         """The engine of swarm node `node_id`, when it is one of `node_engines` (or the
