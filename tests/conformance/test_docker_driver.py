@@ -18,6 +18,7 @@ from corral.drivers.docker import LABEL, DockerDriver
 from corral.drivers.protocol import Driver, ObservedInstance, ObservedState
 from corral.drivers.registry import create_driver
 from corral.errors import DriverError, PrerequisiteError
+from corral.logs.format import parse
 from tests.conformance.docker_harness import DockerHarness, engine_unavailable
 from tests.conformance.driver_fixtures import http_get
 
@@ -45,8 +46,9 @@ async def log_text(driver: Driver, instance_id: str, until: str) -> str:
         await driver.observe()
         path = driver.log_path(instance_id)
         text = path.read_text() if path is not None and path.exists() else ""
-        if until in text:
-            return text
+        if until in text:  # each line stamped `TIME STREAM text` (corral.logs.format)
+            assert all(parse(line).time is not None for line in text.splitlines()), text
+            return "\n".join(parse(line).text for line in text.splitlines())
         assert time.monotonic() < deadline, text
         await asyncio.sleep(0.05)
 

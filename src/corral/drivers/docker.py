@@ -52,6 +52,7 @@ from corral.drivers.protocol import (
 )
 from corral.errors import DriverError
 from corral.images.store import ImageStore
+from corral.logs.format import from_engine
 from corral.paths import Home
 
 LABEL = "io.corral."
@@ -59,6 +60,7 @@ _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _RECORD = "container.json"
 _POLL = 0.05  # seconds between looks at a container we wait for
 _TMPFS = "rw,nosuid,nodev,size=64m"
+_LOG_EVERY = 2.0  # seconds between copies of a running container's log
 
 
 class DockerDriver:
@@ -83,6 +85,7 @@ class DockerDriver:
         self._images = images
         self._client = client  # connected on first use: building a driver needs no engine
         self._startup_check = startup_check  # an exit within this window is a failed start
+        self._logs_synced: dict[str, float] = {}  # container id → when its logs were copied
 
     # -- the Driver interface -----------------------------------------------------------------
 
@@ -410,7 +413,7 @@ class DockerDriver:
         address = None
         exit_code = record.get("exit_code")
         if container is not None:
-            self._sync_logs(record)
+            self._sync_logs(record, every=_LOG_EVERY)
             if running:
                 address = _address(container.get("Ports") or [], int(record["port"]))
             elif container.get("State") == "exited":
@@ -447,17 +450,27 @@ class DockerDriver:
             return record.get("exit_code")
         return int(state.get("ExitCode", 0))
 
-    def _sync_logs(self, record: dict[str, Any]) -> None:
-        """Copy the container's whole log to the instance's log file. The engine's log only
-        grows, so a file of the same size is already up to date."""
+    def _sync_logs(self, record: dict[str, Any], *, every: float = 0.0) -> None:
+        """Copy the container's whole log to the instance's log file, each line stamped with
+        the engine's time and its stream (corral.logs.format). The engine's log only grows,
+        so a file of the same size is already up to date. With `every`, at most that often
+        per container (observe runs each tick; a stop or failed start copies at once)."""
+        cid = str(record["container_id"])
+        now = time.monotonic()
+        if every and now - self._logs_synced.get(cid, -every) < every:
+            return
+        self._logs_synced[cid] = now
         path = self._log_file(str(record["service"]), str(record["instance_id"]))
+        api = self._api()
         try:
             with engine_call(f"read the logs of {record['name']}"):
-                data: bytes = self._api().logs(record["container_id"], stdout=True, stderr=True)
+                out: bytes = api.logs(cid, stdout=True, stderr=False, timestamps=True)
+                err: bytes = api.logs(cid, stdout=False, stderr=True, timestamps=True)
         except Exception as exc:
             if is_not_found(exc):
                 return
             raise
+        data = from_engine(out, err)
         try:
             if path.stat().st_size == len(data):
                 return
