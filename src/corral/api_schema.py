@@ -184,6 +184,12 @@ class ReleaseView(BaseModel):
     created_at: float = Field(description="Unix time")
     created_by: str = Field(description="who applied it")
     current: bool = Field(description="whether it is the release the service runs now")
+    ended: str | None = Field(
+        default=None,
+        description="how its last roll-out ended: `succeeded`, or `rolled back: REASON` "
+        "(None while one runs, or when none was recorded)",
+    )
+    ended_at: float | None = Field(default=None, description="Unix time it ended")
 
 
 class HistoryView(BaseModel):

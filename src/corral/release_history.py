@@ -21,6 +21,7 @@ def history_of(store: StateStore, service: str) -> HistoryView:
             hint="`corral status` lists the recorded services.",
         )
     current = record.current_release if record else None
+    endings = _endings(store, service)
     return HistoryView(
         service=service,
         current=f"r{current}" if current else None,
@@ -33,7 +34,28 @@ def history_of(store: StateStore, service: str) -> HistoryView:
                 created_at=r.created_at,
                 created_by=r.created_by,
                 current=r.number == current,
+                ended=endings.get(r.number, (None, None))[0],
+                ended_at=endings.get(r.number, (None, None))[1],
             )
             for r in releases
         ],
     )
+
+
+_ENDINGS = ("rollout.succeeded", "rollout.rolled_back")
+
+
+def _endings(store: StateStore, service: str) -> dict[int, tuple[str, float]]:
+    """Release number → how its last roll-out ended, and when, from the event trail."""
+    endings: dict[int, tuple[str, float]] = {}
+    for event in store.list_events(service=service, limit=100_000):
+        number = event.data.get("release") if event.kind in _ENDINGS else None
+        if not isinstance(number, int):
+            continue
+        how = (
+            "succeeded"
+            if event.kind == "rollout.succeeded"
+            else f"rolled back: {event.data.get('reason') or 'failed'}"
+        )
+        endings[number] = (how, event.ts)
+    return endings

@@ -160,6 +160,9 @@ def test_a_canary_updates_live_and_the_operator_aborts_it(fleet: Fleet, page: An
     abort.wait_for(timeout=15_000)
     assert "token:oncall" in abort.inner_text()
     assert page.evaluate("window.__sameDocument") is True
+    # history says how each release ended: r2 rolled back (aborted by the operator)
+    page.wait_for_selector("#releases td[data-ended^='rolled back']", timeout=15_000)
+    assert "aborted by token:oncall" in page.inner_text("#releases")
     # history: r1 → r2 changed the image (the app's VERSION file is in it)
     page.wait_for_selector("#diff-a option[value='r2']", state="attached", timeout=15_000)
     page.select_option("#diff-a", "r1")

@@ -205,3 +205,19 @@ def test_tokens_are_kept_hashed_and_private(tokens: TokenStore) -> None:
     assert tokens.verify(token) is None
     with pytest.raises(UsageError, match="no token named"):
         tokens.revoke("alice")
+
+
+async def test_history_says_how_each_release_ended(client: httpx.AsyncClient, agent: Agent) -> None:
+    agent.store.append_event(
+        "rollout.succeeded", "r1 running", service="web", data={"release": 1, "ok": True}
+    )
+    agent.store.append_event(
+        "rollout.rolled_back",
+        "r2 failed",
+        service="web",
+        data={"release": 2, "ok": False, "reason": "analysis failed: error rate 20%"},
+    )
+    history = (await client.get("/v1/services/web/releases")).json()
+    ended = {r["release"]: r["ended"] for r in history["releases"]}
+    assert ended == {"r1": "succeeded", "r2": "rolled back: analysis failed: error rate 20%"}
+    assert all(r["ended_at"] for r in history["releases"])

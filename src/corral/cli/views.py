@@ -274,9 +274,10 @@ def print_release_diff(console: Console, diff: ReleaseDiff) -> None:
 
 def print_history(console: Console, history: HistoryView) -> None:
     table = Table(title=f"{history.service} releases", box=None, header_style="dim")
-    for column in ("", "release", "image", "config", "created", "by"):
+    for column in ("", "release", "image", "config", "created", "by", "ended"):
         table.add_column(column)
     for r in history.releases:
+        ended = r.ended or ""
         table.add_row(
             "▶" if r.current else "",
             r.release,
@@ -284,6 +285,7 @@ def print_history(console: Console, history: HistoryView) -> None:
             short(r.config_hash),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
             r.created_by,
+            Text(ended, style="green" if ended == "succeeded" else "red" if ended else ""),
         )
     console.print(table)
 
