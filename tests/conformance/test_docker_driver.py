@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.drivers import docker_secrets
 from corral.drivers.docker import LABEL, DockerDriver
 from corral.drivers.protocol import Driver, ObservedInstance, ObservedState
 from corral.drivers.registry import create_driver
@@ -121,6 +122,34 @@ async def test_container_cannot_write_its_image(docker: DockerHarness) -> None:
     assert "Read-only file system" in text
     assert "tmp=ok" in text
     assert "CapEff:\t0000000000000000" in text
+
+
+async def test_file_secrets_are_read_only_files_in_memory_gone_with_the_container(
+    docker: DockerHarness,
+) -> None:
+    driver = docker.driver()
+    value = "f1le-s3cret-" + str(time.time_ns())
+    script = (
+        "cat /run/secrets/DB_PASSWORD; echo; ls -ln /run/secrets; "
+        "echo x > /run/secrets/DB_PASSWORD || echo write=denied; echo done; exec sleep 60"
+    )
+    spec = docker.spec(
+        "web-1", command=["/bin/sh", "-c", script], secrets={"DB_PASSWORD": (value, "file")}
+    )
+    await driver.start(spec)
+    text = await log_text(driver, "web-1", "done")
+    assert value in text  # the app read it (the log is the app's own doing here)
+    assert "-r--------" in text and "write=denied" in text
+    assert isinstance(driver, DockerDriver)
+    held = docker_secrets.secrets_dir(driver.project, driver.environment, "web-1")
+    assert held.parent == Path("/dev/shm") and held.exists()  # memory, not disk
+    on_disk = [p for p in docker.home.rglob("*") if p.is_file() and value in p.read_text("latin-1")]
+    assert [p.name for p in on_disk] == ["web-1.log"]  # only what the app printed itself
+    inspect = docker.client.api.inspect_container(docker.containers()[0]["Id"])
+    assert value not in str(inspect)  # not in the env, labels or command (law 5)
+
+    await driver.stop("web-1", grace=5)
+    assert not held.exists()  # gone with the container
 
 
 async def test_output_reaches_the_log_file_and_outlives_the_container(

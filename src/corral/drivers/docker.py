@@ -37,7 +37,7 @@ from typing import Any
 
 from corral.audit.docker_config import compare_container, env_marks
 from corral.audit.keys import home_key
-from corral.drivers import docker_volumes
+from corral.drivers import docker_secrets, docker_volumes
 from corral.drivers.docker_engine import connect, engine_call, is_not_found, sdk
 from corral.drivers.docker_exec import exec_in_container, kill_exec
 from corral.drivers.docker_images import ensure_image
@@ -149,14 +149,8 @@ class DockerDriver:
                 f"driver runs {self.project}/{self.environment}",
                 hint="Start it through the driver of its own project and environment.",
             )
-        if any(as_ == "file" for _, as_ in spec.secrets.values()):
-            # Filling a tmpfs before the app starts needs an engine secret store (Swarm);
-            # writing the file into the container's layer would rest the value on disk.
-            raise DriverError(
-                f"{spec.instance_id}: the docker driver cannot yet hand secrets over as files",
-                hint="Give the service's secrets `as: env` on the docker driver, or use the "
-                "local driver.",
-            )
+        if docker_secrets.file_secrets(spec.secrets):
+            docker_secrets.check_possible(spec.instance_id)  # in memory, on this host
         if not _ID_PATTERN.match(spec.instance_id):
             raise DriverError(
                 f"{spec.instance_id!r} is not a usable instance id",
@@ -181,20 +175,29 @@ class DockerDriver:
         except BaseException:
             if record["container_id"]:  # never by name here: a clash may name a stranger
                 self._remove_container(record)
+            docker_secrets.remove(self._secrets_dir(spec.instance_id))
             shutil.rmtree(inst_dir, ignore_errors=True)  # a failed start leaves nothing behind
             raise
+
+    def _secrets_dir(self, instance_id: str) -> Path:
+        return docker_secrets.secrets_dir(self.project, self.environment, instance_id)
 
     def _launched(self, spec: LaunchSpec) -> dict[str, Any]:
         """What the auditor compares the container with (audit/docker_config.py): every env
         variable by keyed hash (law 5), and the volume binds."""
         env = {**self._images.info(spec.image_digest).env, **_instance_env(spec)}
         key = home_key(self._home.root)
+        files = docker_secrets.file_secrets(spec.secrets)
+        secrets_bind = (
+            [f"{self._secrets_dir(spec.instance_id)}:{docker_secrets.MOUNT}:ro"] if files else []
+        )
         return {
             "env_marks": env_marks(key, env, set(spec.secrets)),
             "binds": [
                 f"{docker_volumes.volume_name(self.project, self.environment, m)}:{m.path}:rw"
                 for m in spec.mounts
-            ],
+            ]
+            + secrets_bind,
         }
 
     def _create_and_run(
@@ -206,6 +209,10 @@ class DockerDriver:
             f"{docker_volumes.ensure(api, self.project, self.environment, m)}:{m.path}:rw"
             for m in spec.mounts
         ]
+        files = docker_secrets.file_secrets(spec.secrets)
+        if files:  # on the host's tmpfs, bound read-only at /run/secrets
+            user = self._images.info(spec.image_digest).user
+            binds.append(docker_secrets.write(self._secrets_dir(spec.instance_id), files, user))
         with engine_call(f"create container {record['name']}"):
             host_config = api.create_host_config(
                 port_bindings={port: ("127.0.0.1", None)},
@@ -313,6 +320,7 @@ class DockerDriver:
         except Exception as exc:
             if not is_not_found(exc):
                 raise
+        docker_secrets.remove(self._secrets_dir(str(record["instance_id"])))
 
     def _created_unrecorded(self, record: dict[str, Any]) -> str | None:
         """A container created from this record by a driver that died before writing its id:
