@@ -65,6 +65,7 @@ from corral.drivers.swarm_engines import SwarmEngines
 from corral.drivers.swarm_tasks import TaskView, node_is_up, on_a_down_node, task_view
 from corral.errors import DriverError
 from corral.images.store import ImageStore
+from corral.logs.format import from_engine
 from corral.paths import Home
 
 log = logging.getLogger(__name__)
@@ -621,10 +622,21 @@ def _exec_read(api: Any, exec_id: str) -> tuple[bytes, int]:
 
 
 def _read_service_logs(api: Any, service_id: str) -> bytes:
-    """The service's whole log through the manager, read with a timeout: the SDK's own
-    `service_logs` streams without one, and the manager waits forever for the part of a node
-    that is cut off (DriverError then, through engine_call)."""
-    params = {"stdout": 1, "stderr": 1, "follow": 0, "timestamps": 0, "tail": "all"}
+    """The service's whole log through the manager, each line stamped with the engine's time
+    and its stream (corral.logs.format), read with a timeout: the SDK's own `service_logs`
+    streams without one, and the manager waits forever for the part of a node that is cut
+    off (DriverError then, through engine_call)."""
     url = api._url("/services/{0}/logs", service_id)
-    response = api._get(url, params=params, stream=False, timeout=_LOG_TIMEOUT)
-    return bytes(api._get_result_tty(False, response, False))  # demultiplexed stdout+stderr
+
+    def one(stream: str) -> bytes:
+        params = {
+            "stdout": int(stream == "stdout"),
+            "stderr": int(stream == "stderr"),
+            "follow": 0,
+            "timestamps": 1,
+            "tail": "all",
+        }
+        response = api._get(url, params=params, stream=False, timeout=_LOG_TIMEOUT)
+        return bytes(api._get_result_tty(False, response, False))  # demultiplexed
+
+    return from_engine(one("stdout"), one("stderr"))
