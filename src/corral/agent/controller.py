@@ -485,8 +485,10 @@ class Agent:
                 image_store(self.home),
                 driver=self.driver,
             )
-        from corral.audit import InstanceAuditor
+        from corral.audit import InstanceAuditor, unaudited
 
+        if not unaudited.audits(self.driver.name):  # swarm, kubernetes: never called clean
+            return unaudited.UnauditedFleet(self.driver.name)
         return InstanceAuditor(self.home, self.project, self.environment, image_store(self.home))
 
     def _report_strangers(self, found: list[Any]) -> None:

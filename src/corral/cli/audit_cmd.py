@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from corral.audit import AuditStatus, HostAuditor, InstanceFinding, audit_instances
+from corral.audit import AuditStatus, HostAuditor, InstanceFinding, audit_instances, unaudited
 from corral.cli.common import EnvOption, JsonOption, SpecOption, out
 from corral.engine import Context
 from corral.errors import DriftFound, OperationFailed
@@ -76,6 +76,8 @@ def instances(
             results, strangers = audit_docker(
                 ctx.home, ctx.project, env, ctx.store, service=service, full=full
             )
+        elif not unaudited.audits(ctx.spec.driver):  # never "clean" where corral cannot look
+            results = unaudited.UnauditedFleet(ctx.spec.driver).audit(ctx.store, service=service)
         else:
             results = audit_instances(
                 ctx.home, ctx.project, env, ctx.store, service=service, full=full
