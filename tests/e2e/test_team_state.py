@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -53,8 +54,13 @@ def test_a_second_home_is_refused_an_environment_run_by_another_agent(
     team_fleet.edit_spec("start_timeout: 10s", "start_timeout: 4s")
     first = team_fleet.popen("apply", "-m", "ship the slow one")
     try:
-        wait_for(lambda: json.loads(second_home.ok("lock", "status", "--json").stdout)["locked"])
-        seen = json.loads(second_home.ok("lock", "status", "--json").stdout)  # from home 2
+        seen: dict[str, Any] = {}
+
+        def locked() -> bool:  # the lock as home 2 sees it; kept from the read that saw it held
+            seen.update(json.loads(second_home.ok("lock", "status", "--json").stdout))
+            return bool(seen["locked"])
+
+        wait_for(locked)
 
         refused = second_home.run("apply", "-m", "second")
     finally:
