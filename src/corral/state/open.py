@@ -12,7 +12,8 @@ from pathlib import Path
 
 from corral.errors import UsageError
 from corral.state.protocol import StateStore
-from corral.state.sql import STATE_URL_VAR, SqlStateStore
+
+STATE_URL_VAR = "CORRAL_STATE_URL"  # the same name corral.state.sql exports
 
 __all__ = ["STATE_URL_VAR", "open_state", "state_url"]
 
@@ -33,4 +34,8 @@ def open_state(url: str | None, env: str, home: Path) -> StateStore:
             f"unsupported state URL {shown}",
             hint="Use sqlite:///path/to/state.db or postgresql://user:password@host:port/db.",
         )
+    # imported here: SQLAlchemy and Alembic cost every CLI call a third of its start-up, and
+    # commands answered by the agent never open a store
+    from corral.state.sql import SqlStateStore
+
     return SqlStateStore(chosen, env)
