@@ -22,6 +22,7 @@ import enum
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -244,6 +245,21 @@ secrets = Table(
 _SCHEMA_KEY = "corral:schema"
 
 
+def _switch_to_wal(cursor: Any) -> None:
+    """`PRAGMA journal_mode = WAL` needs the database to itself, and SQLite answers "database
+    is locked" at once, without its busy handler, while another process creates or migrates a
+    new database: wait for it as the busy timeout would."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class _Dialect:
     """Everything that differs between databases: connecting, and serialising writes."""
 
@@ -293,7 +309,7 @@ class _Dialect:
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see on_begin)
             cursor = dbapi_conn.cursor()
             cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(cursor)
             # NORMAL in WAL survives kill -9 of any process (law 7's crash); only power loss
             # may lose the last commits, and the database stays consistent.
             cursor.execute("PRAGMA synchronous = NORMAL")
