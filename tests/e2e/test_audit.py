@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import Fleet
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_audit_clean_then_one_tampered_byte_names_the_file_and_every_instance(
     fleet: Fleet,
 ) -> None:

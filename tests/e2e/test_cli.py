@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import CORRAL, Fleet, processes_of
 
@@ -25,6 +26,7 @@ def test_status_json_has_the_documented_shape(fleet: Fleet) -> None:
         assert instance["health"] == "ready"
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_logs_show_every_instance_also_replaced_ones(fleet: Fleet) -> None:
     fleet.ok("apply")
     first = {i["id"] for i in fleet.status()["services"][0]["instances"]}

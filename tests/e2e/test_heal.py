@@ -9,6 +9,8 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Fleet, Load
 
 
@@ -114,6 +116,7 @@ def test_instances_are_healed_while_a_canary_waits_for_promotion(fleet: Fleet) -
     assert {fleet.get()["version"] for _ in range(6)} == {"v2"}
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_an_instance_that_stops_answering_is_replaced(fleet: Fleet) -> None:
     fleet.ok("apply")
     victim = fleet.status()["services"][0]["instances"][0]["id"]

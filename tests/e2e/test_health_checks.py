@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import Fleet
 from tests.e2e.test_heal import events, wait_for
@@ -110,6 +111,7 @@ def test_failing_exec_liveness_replaces_the_instance_with_the_reason(fleet: Flee
     assert "liveness" in shown and victim in shown
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_a_slow_startup_keeps_the_instance_out_of_routing_and_liveness_waits(
     fleet: Fleet,
 ) -> None:

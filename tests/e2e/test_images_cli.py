@@ -89,6 +89,7 @@ def images_json(cli: Cli) -> list[dict[str, object]]:
     return json.loads(cli.ok("images", "--json"))["images"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_bake_promote_deploy_revoke_gc(cli: Cli) -> None:
     cli.ok("bake")
     lock = json.loads((cli.dir / "corral.lock").read_text())

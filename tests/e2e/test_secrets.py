@@ -130,6 +130,7 @@ def _hits(root: Path, needles: list[bytes]) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_law5_secrets_are_injected_never_stored_in_clear(secret_fleet: Fleet) -> None:
     fleet = secret_fleet
     old = "S3CR3T-canary-" + secrets.token_hex(12)

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import Fleet, Load
 
@@ -46,6 +47,7 @@ def roll_three_times_under_load(fleet: Fleet) -> None:
         assert {fleet.get()["version"] for _ in range(6)} == {version}
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_canary_rolls_three_times_under_load_with_zero_failures(fleet: Fleet) -> None:
     use_strategy(
         fleet,
@@ -63,6 +65,7 @@ def test_canary_rolls_three_times_under_load_with_zero_failures(fleet: Fleet) ->
     assert "rollout.analysis_pass" in kinds and "rollout.weights" in kinds
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_blue_green_rolls_three_times_under_load_with_zero_failures(fleet: Fleet) -> None:
     use_strategy(
         fleet,
@@ -73,6 +76,7 @@ def test_blue_green_rolls_three_times_under_load_with_zero_failures(fleet: Fleet
     roll_three_times_under_load(fleet)
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_rolling_rolls_three_times_and_never_drops_below_desired(fleet: Fleet) -> None:
     fleet.ok("apply")
     lowest: list[int] = []
@@ -156,6 +160,7 @@ def test_blue_green_preview_promote_and_instant_rollback(fleet: Fleet) -> None:
     assert web["release"] == "r1" and {i["release"] for i in web["instances"]} == {"r1"}
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_a_roll_out_waiting_for_promotion_survives_an_agent_restart(fleet: Fleet) -> None:
     use_strategy(
         fleet,

@@ -43,6 +43,7 @@ def second_home(team_fleet: Fleet) -> Iterator[Fleet]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_a_second_home_is_refused_an_environment_run_by_another_agent(
     team_fleet: Fleet, second_home: Fleet
 ) -> None:

@@ -86,6 +86,7 @@ def vfleet() -> Iterator[Fleet]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_a_single_writer_volume_keeps_its_data_across_roll_outs_and_destroy(
     vfleet: Fleet,
 ) -> None:
