@@ -18,7 +18,7 @@ from corral.errors import UsageError
 from corral.logs.format import Record, format_time, from_engine, parse, stamp
 from corral.logs.forward import Target, parse_target
 from corral.logs.read import Entry, Follower, in_window, interleave, parse_moment, records
-from corral.logs.retention import LogPolicy, parse_age, parse_size, rotate, sweep
+from corral.logs.retention import LogPolicy, Sweeper, parse_age, parse_size, rotate, sweep
 from tests.unit.test_api_dashboard import make_agent
 from tests.unit.test_api_history import LoggingDriver
 
@@ -120,6 +120,21 @@ def test_sweep_removes_only_logs_of_gone_instances_past_max_age(tmp_path: Path) 
         os.utime(paths[name], (old, old))
     assert sweep(tmp_path, {"live"}, policy) == 2
     assert sorted(p.name for p in (tmp_path / "web").iterdir()) == ["live.log", "recent.log"]
+
+
+def test_a_drivers_sweeper_sweeps_at_once_then_only_when_due(tmp_path: Path) -> None:
+    """Docker and swarm call it from every observe: the first sweeps, the next wait."""
+    gone = tmp_path / "web" / "gone.log"
+    gone.parent.mkdir()
+    gone.write_text("x\n")
+    old = time.time() - 7200
+    os.utime(gone, (old, old))
+    sweeper = Sweeper(tmp_path, LogPolicy(max_size=10_000, max_age=3600), every=600)
+    later = tmp_path / "web" / "later.log"
+    assert sweeper.maybe(live=set()) == 1 and not gone.exists()
+    later.write_text("x\n")
+    os.utime(later, (old, old))
+    assert sweeper.maybe(live=set()) == 0 and later.exists()  # not due for 600 s
 
 
 def test_the_collector_stamps_both_streams_and_rotates(tmp_path: Path) -> None:

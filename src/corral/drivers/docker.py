@@ -53,6 +53,7 @@ from corral.drivers.protocol import (
 from corral.errors import DriverError
 from corral.images.store import ImageStore
 from corral.logs.format import from_engine
+from corral.logs.retention import Sweeper
 from corral.paths import Home
 
 LABEL = "io.corral."
@@ -86,6 +87,7 @@ class DockerDriver:
         self._client = client  # connected on first use: building a driver needs no engine
         self._startup_check = startup_check  # an exit within this window is a failed start
         self._logs_synced: dict[str, float] = {}  # container id → when its logs were copied
+        self._log_sweeper = Sweeper(self._logs_root())
 
     # -- the Driver interface -----------------------------------------------------------------
 
@@ -339,6 +341,8 @@ class DockerDriver:
 
     def _observe(self) -> list[ObservedInstance]:
         records = list(self._records())
+        # logs of instances forgotten longer than max_age go (retention, corral.logs)
+        self._log_sweeper.maybe({str(r["instance_id"]) for r in records})
         if not records:
             return []
         filters = {

@@ -66,6 +66,7 @@ from corral.drivers.swarm_tasks import TaskView, node_is_up, on_a_down_node, tas
 from corral.errors import DriverError
 from corral.images.store import ImageStore
 from corral.logs.format import from_engine
+from corral.logs.retention import Sweeper
 from corral.paths import Home
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class SwarmDriver:
         self.engines = SwarmEngines(settings or {})
         self._startup_check = startup_check
         self._logged_at: dict[str, float] = {}
+        self._log_sweeper = Sweeper(self._logs_root())
 
     # -- the Driver interface -----------------------------------------------------------------
 
@@ -412,6 +414,8 @@ class SwarmDriver:
 
     def _observe(self) -> list[ObservedInstance]:
         records = self._records()
+        # logs of instances forgotten longer than max_age go (retention, corral.logs)
+        self._log_sweeper.maybe({str(r["instance_id"]) for r in records})
         if not records:
             return []
         manager = self.engines.manager()

@@ -9,6 +9,7 @@ never removed, only rotated.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -103,3 +104,21 @@ def sweep(root: Path, live: Collection[str], policy: LogPolicy, now: float | Non
         except FileNotFoundError:
             continue
     return removed
+
+
+class Sweeper:
+    """A driver's sweep of the logs of long-gone instances, at most every `every` seconds
+    (drivers call it from observe, which runs each agent tick)."""
+
+    def __init__(self, root: Path, policy: LogPolicy | None = None, every: float = 600.0) -> None:
+        self.root = root
+        self.policy = policy or LogPolicy()
+        self.every = every
+        self._last = -math.inf
+
+    def maybe(self, live: Collection[str]) -> int:
+        """Sweep if due; `live` is every instance the driver still keeps a record of."""
+        if time.monotonic() - self._last < self.every:
+            return 0
+        self._last = time.monotonic()
+        return sweep(self.root, live, self.policy)
