@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,21 @@ from tests.swarm_lab import DATA, FREEZER, RECORDS, Node, SwarmLab, http_get, un
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.swarm, pytest.mark.skipif(bool(unavailable()), reason=str(unavailable()))]
+
+
+@pytest.fixture(scope="module")
+def own_lab() -> Iterator[SwarmLab]:
+    """A lab of this module's own: these tests check the lab itself, so what earlier tests did
+    to the session's lab (nodes killed, rejoined, tasks moved) must not show here."""
+    with SwarmLab(nodes=3) as lab:
+        yield lab
+
+
+@pytest.fixture
+def swarm(own_lab: SwarmLab) -> Iterator[SwarmLab]:
+    yield own_lab
+    own_lab.heal_all()
+
 
 SERVE = "mkdir -p /tmp/w; hostname > /tmp/w/index.html; exec httpd -f -p 8080 -h /tmp/w"
 
