@@ -182,6 +182,20 @@ async def test_stop_sends_sigterm_first_then_kills_after_grace(docker: DockerHar
     assert docker.containers() == []
 
 
+async def test_an_image_removed_by_hand_is_loaded_again(docker: DockerHarness) -> None:
+    """The driver remembers which images it loaded (a roll-out's starts skip the lookup);
+    an image removed behind its back is loaded again, not a failed start."""
+    driver = docker.driver()
+    await driver.start(docker.spec("web-1"))
+    await driver.stop("web-1", grace=0)
+    await driver.forget("web-1")
+    docker.client.api.remove_image(docker.store.info(docker.digest).config_digest, force=True)
+
+    started = await driver.start(docker.spec("web-2"))
+    assert started.address is not None
+    assert await http_get(started.address, "/healthz") == "ok"
+
+
 async def test_a_container_removed_by_hand_is_reported_exited(docker: DockerHarness) -> None:
     driver = docker.driver()
     started = await driver.start(docker.spec("web-1"))

@@ -61,8 +61,11 @@ def main() -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
-    print(f"{IDENTITY['instance']} {VERSION} ({IDENTITY['release']}) listening on "
-          f"port {server.server_address[1]}", flush=True)
+    print(
+        f"{IDENTITY['instance']} {VERSION} ({IDENTITY['release']}) listening on "
+        f"port {server.server_address[1]}",
+        flush=True,
+    )
     server.serve_forever(poll_interval=0.1)
     server.server_close()
     print(f"{IDENTITY['instance']} stopped", flush=True)

@@ -40,7 +40,7 @@ from corral.audit.keys import home_key
 from corral.drivers import docker_secrets, docker_volumes
 from corral.drivers.docker_engine import connect, engine_call, is_not_found, sdk
 from corral.drivers.docker_exec import exec_in_container, kill_exec
-from corral.drivers.docker_images import ensure_image
+from corral.drivers.docker_images import ensure_image, forget_image
 from corral.drivers.docker_strangers import Stranger, find_strangers, label_filters
 from corral.drivers.instance_files import create_instance_dir, write_json
 from corral.drivers.protocol import (
@@ -77,7 +77,7 @@ class DockerDriver:
         images: ImageStore,
         *,
         client: Any = None,
-        startup_check: float = 0.2,
+        startup_check: float = 0.1,
     ) -> None:
         sdk()  # a missing SDK is a usage problem (exit 2), found before anything starts
         self._home = Home(Path(home))
@@ -226,21 +226,34 @@ class DockerDriver:
                 init=True,
                 restart_policy={"Name": "no"},
             )
-            created = api.create_container(
-                image=record["image_id"],
-                command=spec.command,
-                name=record["name"],
-                labels=labels(spec),
-                environment=_instance_env(spec),
-                ports=[port],
-                host_config=host_config,
-                detach=True,
-            )
+
+            def create() -> Any:
+                return api.create_container(
+                    image=record["image_id"],
+                    command=spec.command,
+                    name=record["name"],
+                    labels=labels(spec),
+                    environment=_instance_env(spec),
+                    ports=[port],
+                    host_config=host_config,
+                    detach=True,
+                )
+
+            try:
+                created = create()
+            except Exception as exc:
+                if not is_not_found(exc):
+                    raise
+                # removed from the engine since this process loaded it: load it again, once
+                forget_image(api, record["image_id"])
+                ensure_image(api, self._images, spec.image_digest, self.project)
+                created = create()
         record["container_id"] = str(created["Id"])
         write_json(self._instance_dir(spec.instance_id) / _RECORD, record)
         with engine_call(f"start container {record['name']}"):
             api.start(record["container_id"])
-        state = self._running_after(api, record)
+        inspected = self._running_after(api, record)
+        state = inspected["State"]
         if not state.get("Running"):
             self._sync_logs(record)
             code = state.get("ExitCode")
@@ -249,7 +262,7 @@ class DockerDriver:
                 f"{spec.instance_id}: container {record['name']} exited at once with code {code}",
                 hint=f"Last lines of its log ({log}):\n{_tail(log)}",
             )
-        address = _address(_inspect_ports(api, record["container_id"]), port)
+        address = _address(_published(inspected), port)
         if address is None:
             raise DriverError(f"{spec.instance_id}: the engine published no port for {port}")
         return ObservedInstance(
@@ -265,13 +278,14 @@ class DockerDriver:
         )
 
     def _running_after(self, api: Any, record: dict[str, Any]) -> dict[str, Any]:
-        """The container's state once it has run `startup_check` seconds, or has ended."""
+        """The container as inspected once it has run `startup_check` seconds, or has ended
+        (its published ports come with it: no second call on the roll-out's critical path)."""
         deadline = time.monotonic() + self._startup_check
         while True:
             with engine_call(f"inspect container {record['name']}"):
-                state: dict[str, Any] = api.inspect_container(record["container_id"])["State"]
-            if not state.get("Running") or time.monotonic() >= deadline:
-                return state
+                inspected: dict[str, Any] = api.inspect_container(record["container_id"])
+            if not inspected["State"].get("Running") or time.monotonic() >= deadline:
+                return inspected
             time.sleep(_POLL)
 
     # -- stopping and forgetting --------------------------------------------------------------
@@ -591,10 +605,10 @@ def _instance_env(spec: LaunchSpec) -> dict[str, str]:
     }
 
 
-def _inspect_ports(api: Any, cid: str) -> list[dict[str, Any]]:
-    """The published ports in the list API's shape ({PrivatePort, IP, PublicPort})."""
-    with engine_call(f"inspect container {cid[:12]}"):
-        ports = api.inspect_container(cid)["NetworkSettings"]["Ports"] or {}
+def _published(inspected: dict[str, Any]) -> list[dict[str, Any]]:
+    """An inspected container's published ports in the list API's shape
+    ({PrivatePort, IP, PublicPort})."""
+    ports = inspected["NetworkSettings"]["Ports"] or {}
     found = []
     for key, bindings in ports.items():
         private = int(key.split("/")[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import weakref
 from typing import Any
 
 from corral.drivers.docker_engine import engine_call, is_not_found
@@ -19,6 +20,11 @@ from corral.images.store import ImageStore
 
 # One load at a time per process: two instances of a new release start together.
 _LOADING = threading.Lock()
+# Per engine client, the (image id, tag) pairs seen loaded and tagged through it: a roll-out's
+# later starts skip the lookup and the lock. Keyed by the client object, not its URL: every
+# unix-socket engine has the same base_url. `forget_image` drops one the engine turned out to
+# lack.
+_PRESENT: weakref.WeakKeyDictionary[Any, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
 
 
 def image_tag(project: str, digest: str) -> str:
@@ -29,11 +35,15 @@ def ensure_image(api: Any, store: ImageStore, digest: str, project: str) -> str:
     """The engine's image id for manifest `digest`, loading the image first if it lacks it."""
     image_id = store.info(digest).config_digest
     tag = image_tag(project, digest)
+    present = _PRESENT.setdefault(api, set())
+    if (image_id, tag) in present:
+        return image_id
     with _LOADING:
         if _engine_has(api, image_id):
             repo, _, version = tag.partition(":")
             with engine_call(f"tag image {image_id}"):
                 api.tag(image_id, repo, version)
+            present.add((image_id, tag))
             return image_id
         with tempfile.TemporaryFile(prefix="corral-image-") as archive:
             export_docker_archive(store, digest, archive, tag=tag)
@@ -52,7 +62,15 @@ def ensure_image(api: Any, store: ImageStore, digest: str, project: str) -> str:
                 hint="The engine may not support OCI layouts with a Docker manifest; "
                 "use Docker 20.10 or newer.",
             )
+        present.add((image_id, tag))
     return image_id
+
+
+def forget_image(api: Any, image_id: str) -> None:
+    """The engine lacks `image_id` after all (removed by hand): the next ensure looks again."""
+    present = _PRESENT.get(api, set())
+    for known in [k for k in present if k[0] == image_id]:
+        present.discard(known)
 
 
 def _engine_has(api: Any, image_id: str) -> bool:

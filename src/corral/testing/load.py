@@ -36,6 +36,7 @@ class Load:
         keep_alive: bool = True,
         json_body: bool = True,
         record: bool = False,
+        pace: float | None = None,
     ) -> None:
         parts = urlsplit(url)
         self.url = url
@@ -46,6 +47,9 @@ class Load:
         self.keep_alive = keep_alive
         self.json_body = json_body
         self.record = record
+        # requests/s over all clients, or None for as fast as answers come back; a paced load
+        # leaves the CPU to what is measured on a small machine
+        self.pace = pace
         self.ok = 0
         self.failed = 0
         self.errors: Counter[str] = Counter()
@@ -82,7 +86,13 @@ class Load:
         at: Target | None = None
         samples: list[Sample] = []
         turn = 0
+        gap = self.clients / self.pace if self.pace else 0.0
+        due = time.monotonic()
         while not self._stop.is_set() and time.monotonic() < deadline:
+            if gap:
+                due = max(due + gap, time.monotonic() - gap)  # late: no burst to catch up
+                if self._stop.wait(max(0.0, due - time.monotonic())):
+                    break
             with self._lock:
                 if self.ok + self.failed >= self.max_requests:
                     break
