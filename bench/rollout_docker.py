@@ -33,41 +33,8 @@ from typing import Any
 import httpx
 from _fleet import CORRAL, Load, free_port
 
-BUSYBOX = Path("/usr/bin/busybox")  # Debian's busybox-static
-APPLETS = ("sh", "httpd", "mkdir", "printf", "cat", "wget", "sleep")
-SERVE = """#!/bin/sh
-mkdir -p /tmp/www
-printf ok > /tmp/www/healthz
-printf '{"release": "%s"}' "$(cat /app/VERSION)" > /tmp/www/index.html
-exec httpd -f -p "$PORT" -h /tmp/www
-"""
-SPEC = """project: {project}
-driver: docker
-images:
-  app:
-    from: scratch
-    copy:
-      - src: rootfs
-        dest: /
-    cmd: ["/app/serve.sh"]
-services:
-  web:
-    image: app
-    replicas: {replicas}
-    port: 8080
-    health:
-      http: {{path: /healthz}}
-      interval: 100ms
-      start_timeout: 20s
-    route:
-      port: {port}
-    strategy:
-      type: rolling
-      max_surge: 2
-      max_unavailable: 0
-    stop_grace: 2s
-    drain_timeout: 1s
-"""
+from corral.testing.busybox import DOCKER_ENGINE, ROLLING, fleet_spec, set_version, write_rootfs
+
 POLL = 0.1  # health probe interval, the same for the three
 # requests/s through the router during corral's run: the issue asks for at least 200; an
 # unpaced load would take a core of this 2-core machine from the engine being measured
@@ -95,20 +62,19 @@ class Bench:
     # -- the fleet's files ----------------------------------------------------------------
 
     def _write_fleet(self) -> None:
-        rootfs = self.dir / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-        for applet in APPLETS:
-            (rootfs / "bin" / applet).symlink_to("busybox")
-        (rootfs / "app").mkdir()
-        (rootfs / "app" / "serve.sh").write_text(SERVE)
-        (rootfs / "app" / "serve.sh").chmod(0o755)
+        write_rootfs(self.dir)
         self.set_version("v1")
-        spec = SPEC.format(project=self.project, replicas=self.replicas, port=self.port)
+        spec = fleet_spec(
+            project=self.project,
+            port=self.port,
+            engine=DOCKER_ENGINE,
+            replicas=self.replicas,
+            strategy=ROLLING,
+        )
         (self.dir / "corral.yaml").write_text(spec)
 
     def set_version(self, version: str) -> None:
-        (self.dir / "rootfs" / "app" / "VERSION").write_text(version)
+        set_version(self.dir, version)
 
     def corral(self, *args: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(

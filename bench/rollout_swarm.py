@@ -29,44 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from _fleet import CORRAL, ROOT, Load, free_port
-from rollout_docker import APPLETS, BUSYBOX, SERVE
 
+from corral.testing.busybox import ROLLING, fleet_spec, set_version, swarm_engine, write_rootfs
 from corral.testing.load import Load as BaseLoad
 
 sys.path.insert(0, str(ROOT))
 from tests.swarm_lab import SwarmLab
 
-SPEC = """project: {project}
-driver: swarm
-swarm:
-  manager: {manager}
-  node_engines: {engines}
-images:
-  app:
-    from: scratch
-    copy:
-      - src: rootfs
-        dest: /
-    cmd: ["/app/serve.sh"]
-services:
-  web:
-    image: app
-    replicas: {replicas}
-    port: 8080
-    health:
-      http: {{path: /healthz}}
-      interval: 100ms
-      start_timeout: 60s
-    route:
-      port: {port}
-    strategy:
-{strategy}
-    stop_grace: 2s
-    drain_timeout: 1s
-"""
-ROLLING = """      type: rolling
-      max_surge: 2
-      max_unavailable: 0"""
 CANARY = """      type: canary
       steps:
         - set_weight: 25
@@ -181,23 +150,16 @@ class CorralRun:
         self.port = free_port()
         self.env = {**os.environ, "CORRAL_HOME": str(self.home), "NO_COLOR": "1"}
         self.env.pop("CORRAL_STATE_URL", None)
-        rootfs = self.dir / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-        for applet in APPLETS:
-            (rootfs / "bin" / applet).symlink_to("busybox")
-        (rootfs / "app").mkdir()
-        (rootfs / "app" / "serve.sh").write_text(SERVE)
-        (rootfs / "app" / "serve.sh").chmod(0o755)
+        write_rootfs(self.dir)
 
     def write(self, version: str, strategy: str) -> None:
-        (self.dir / "rootfs" / "app" / "VERSION").write_text(version)
-        spec = SPEC.format(
+        set_version(self.dir, version)
+        spec = fleet_spec(
             project=f"rs{self.lab.id}",
-            manager=self.lab.manager,
-            engines=json.dumps(self.lab.node_engines),
-            replicas=self.replicas,
             port=self.port,
+            engine=swarm_engine(self.lab.manager, self.lab.node_engines),
+            replicas=self.replicas,
+            start_timeout="60s",
             strategy=strategy,
         )
         (self.dir / "corral.yaml").write_text(spec)

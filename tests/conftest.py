@@ -1,3 +1,7 @@
 """Fixtures every test module may use."""
 
-pytest_plugins = ["tests.conformance.pg_fixtures", "tests.swarm_fixtures"]
+pytest_plugins = [
+    "tests.conformance.pg_fixtures",
+    "tests.swarm_fixtures",
+    "tests.conformance.kube_harness",
+]

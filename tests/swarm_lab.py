@@ -354,17 +354,49 @@ class SwarmLab:
         self.wait_nodes_ready(self.nodes)
 
     def wait_nodes_ready(self, nodes: list[Node], deadline: float = 60) -> None:
-        """Until the manager sees every node of `nodes` Ready."""
+        """Until the manager sees every node of `nodes` Ready (one entry of it, at least)."""
         want = {node.name for node in nodes}
         until = time.monotonic() + deadline
-        states: dict[str, str] = {}
+        entries: list[tuple[str, str, str]] = []
         while time.monotonic() < until:
-            out = self.manager_node.docker("node", "ls", "--format", "{{.Hostname}} {{.Status}}")
-            states = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
-            if all(states.get(name) == "Ready" for name in want):
+            entries = self.swarm_nodes()
+            ready = {name for _, name, status in entries if status == "Ready"}
+            if want <= ready:
                 return
             time.sleep(0.2)
-        raise LabError(f"nodes not Ready after {deadline:.0f} s: {states}")
+        raise LabError(f"nodes not Ready after {deadline:.0f} s: {entries}")
+
+    def swarm_nodes(self) -> list[tuple[str, str, str]]:
+        """(id, hostname, status) of every entry of the manager's node list."""
+        out = self.manager_node.docker(
+            "node", "ls", "--format", "{{.ID}} {{.Hostname}} {{.Status}}"
+        )
+        return [
+            (parts[0], parts[1], parts[2])
+            for parts in (line.split(" ", 2) for line in out.splitlines())
+            if len(parts) == 3
+        ]
+
+    def settle(self, deadline: float = 30) -> None:
+        """Until the swarm's node list is exactly the lab's nodes, one entry each, all Ready.
+        A node that rejoined (it left, or lost its swarm state) is a new entry: the old one
+        stays Down and still counts for global services (two tasks on one node were seen), so
+        it is removed by its id."""
+        want = sorted(node.name for node in self.nodes)
+        until = time.monotonic() + deadline
+        entries: list[tuple[str, str, str]] = []
+        while True:
+            entries = self.swarm_nodes()
+            ready = {name for _, name, status in entries if status == "Ready"}
+            if sorted(name for _, name, _ in entries) == want and len(ready) == len(want):
+                return
+            for node_id, name, status in entries:
+                if status != "Ready" and name in ready:  # a stale duplicate of a live node
+                    self.manager_node.docker("node", "rm", "--force", node_id, check=False)
+            if time.monotonic() > until:
+                raise LabError(f"the swarm's nodes are not the lab's {want} after "
+                               f"{deadline:.0f} s: {entries}")  # fmt: skip
+            time.sleep(0.2)
 
     def down(self) -> None:
         """Remove everything of this lab; safe to call twice, and after a half-built `up`."""
@@ -395,20 +427,24 @@ class SwarmLab:
         _kill_cgroup(node.name)
 
     def heal(self, node: Node, deadline: float = 60) -> None:
-        """Bring a cut or killed node back; wait until the swarm sees it Ready again."""
+        """Bring a cut or killed node back; wait until the swarm sees it Ready again and
+        lists exactly the lab's nodes (see `settle`)."""
         run("ip", "-n", self.bridge_netns, "link", "set", node.port, "up")
         if not self.processes(node):
             self._start_engine(node)
             self._wait_engine(node)
         self.wait_nodes_ready([node], deadline)
+        self.settle()
 
     restore = heal
 
     def heal_all(self) -> None:
-        """Bring back every node that is cut or killed."""
+        """Bring back every node that is cut or killed; then the swarm lists exactly the lab's
+        nodes, each Ready."""
         for node in self.nodes:
             if self.is_cut(node) or not self.processes(node):
                 self.heal(node)
+        self.settle()
 
     def is_cut(self, node: Node) -> bool:
         link = run("ip", "-n", self.bridge_netns, "-o", "link", "show", node.port)

@@ -233,6 +233,9 @@ class LogLine(BaseModel):
     line: str
     time: str | None = Field(default=None, description="RFC 3339 UTC; none for old unstamped logs")
     stream: str | None = Field(default=None, description="stdout or stderr")
+    fields: dict[str, Any] | None = Field(
+        default=None, description="the object, when the app wrote the line as one JSON object"
+    )
 
 
 class LogTail(BaseModel):
@@ -241,3 +244,28 @@ class LogTail(BaseModel):
     cursor: str = Field(
         description="pass back as `cursor` to get only the lines written since (polling)"
     )
+
+
+class LogRecord(BaseModel):
+    """One line as `corral logs --json` prints it (one object per line)."""
+
+    service: str
+    instance: str
+    release: str
+    time: str | None = Field(description="RFC 3339 UTC; none for old unstamped logs")
+    stream: str | None = Field(description="stdout or stderr; none for old unstamped logs")
+    line: str
+    fields: dict[str, Any] | None = Field(
+        description="the object, when the app wrote the line as one JSON object"
+    )
+
+
+class LogRecords(BaseModel):
+    """A page of `GET /v1/services/{service}/logs`: what `corral logs` reads from elsewhere."""
+
+    service: str
+    records: list[LogRecord]
+    cursor: str = Field(
+        description="pass back as `cursor` to get only the records written since (follow)"
+    )
+    omitted: int = Field(default=0, description="older matching records left out of this page")

@@ -39,5 +39,6 @@ def refuse_exec_without_support(loaded: LoadedSpec, spec: Spec, driver: Driver) 
     raise UsageError(
         f"{loaded.path}{line}: {'.'.join(paths[0])}{more}: the {driver.name!r} driver cannot "
         "run commands inside instances, so exec checks cannot be probed",
-        hint="Use an http or tcp check, or a driver that can exec (local, docker).",
+        hint="Use an http or tcp check, or a driver that can exec (local, docker, swarm, "
+        "kubernetes).",
     )

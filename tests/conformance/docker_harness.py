@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import secrets
-import shutil
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,7 @@ from corral.drivers.protocol import Driver, LaunchSpec, ObservedInstance
 from corral.errors import DriverError
 from corral.images.store import ImageStore
 from corral.spec.model import ImageSpec
-
-BUSYBOX = Path("/usr/bin/busybox")
-APPLETS = ("sh", "httpd", "mkdir", "printf", "echo", "env", "sleep", "cat", "touch", "grep")
+from corral.testing.busybox import BUSYBOX, write_rootfs
 
 SERVE = textwrap.dedent(
     """\
@@ -57,14 +54,7 @@ def engine_unavailable() -> str | None:
 
 def bake_test_image(home: Path, context: Path, **settings: Any) -> tuple[ImageStore, str]:
     """Bake the busybox test image into the store under `home`; (store, manifest digest)."""
-    rootfs = context / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-    for applet in APPLETS:
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    (rootfs / "app").mkdir()
-    (rootfs / "app" / "serve.sh").write_text(SERVE)
-    (rootfs / "app" / "serve.sh").chmod(0o755)
+    write_rootfs(context, SERVE)  # its own serve.sh: GET / answers the bare instance id
     recipe = ImageSpec.model_validate(
         {
             "from": "scratch",
@@ -78,26 +68,29 @@ def bake_test_image(home: Path, context: Path, **settings: Any) -> tuple[ImageSt
     return store, store.bake("busybox-web", recipe, context).digest
 
 
-class DockerHarness:
-    kind = "docker"
+class BusyboxHarness:
+    """What the engines' harnesses share: the baked test image, this run's project names,
+    launch specs, and stopping what their drivers see. `make` builds a driver."""
+
+    kind = ""
 
     def __init__(self, tmp_path: Path) -> None:
-        import docker
-
         self.home = tmp_path / "home"
         self.token = secrets.token_hex(4)
         self.store, self.digest = bake_test_image(self.home, tmp_path / "context")
-        self.client = docker.from_env(version="1.41", timeout=60)
-        self.drivers: list[DockerDriver] = []
+        self.drivers: list[Any] = []
+
+    def make(self, project: str, environment: str, **options: Any) -> Any:
+        raise NotImplementedError
 
     def project(self, name: str) -> str:
         return f"{name}-{self.token}"
 
     def driver(self, environment: str = "test", project: str = "proj", **kwargs: Any) -> Driver:
         options = {k: v for k, v in kwargs.items() if k == "startup_check"}
-        made = DockerDriver(self.home, self.project(project), environment, self.store, **options)
+        made = self.make(self.project(project), environment, **options)
         self.drivers.append(made)
-        return made
+        return made  # type: ignore[no-any-return]
 
     def spec(self, instance_id: str, **overrides: Any) -> LaunchSpec:
         fields: dict[str, Any] = {
@@ -114,18 +107,37 @@ class DockerHarness:
         fields["project"] = self.project(fields["project"])
         return LaunchSpec(**fields)
 
-    async def crash(self, driver: Driver, observed: ObservedInstance) -> None:
-        self.client.api.kill(observed.driver_ref)  # SIGKILL to the container's init
-
     def failing_spec(self, driver: Driver, instance_id: str) -> LaunchSpec:
         return self.spec(instance_id, command=["/bin/sh", "-c", "echo boom >&2; exit 3"])
 
     async def start_elsewhere(self, spec: LaunchSpec) -> None:
-        other = DockerDriver(self.home, spec.project, spec.environment, self.store)
+        other = self.make(spec.project, spec.environment)
         try:
             await other.start(spec)
         finally:
             other.close()  # and the driver object is dropped, as a dead agent's
+
+    async def stop_instances(self) -> None:
+        for driver in self.drivers:
+            for observed in await driver.observe():
+                await driver.stop(observed.instance_id, grace=0)
+                await driver.forget(observed.instance_id)
+
+
+class DockerHarness(BusyboxHarness):
+    kind = "docker"
+
+    def __init__(self, tmp_path: Path) -> None:
+        import docker
+
+        super().__init__(tmp_path)
+        self.client = docker.from_env(version="1.41", timeout=60)
+
+    def make(self, project: str, environment: str, **options: Any) -> DockerDriver:
+        return DockerDriver(self.home, project, environment, self.store, **options)
+
+    async def crash(self, driver: Driver, observed: ObservedInstance) -> None:
+        self.client.api.kill(observed.driver_ref)  # SIGKILL to the container's init
 
     def containers(self) -> list[dict[str, Any]]:
         """Every container of this harness's projects, running or not."""
@@ -138,10 +150,7 @@ class DockerHarness:
 
     async def cleanup(self) -> None:
         try:
-            for driver in self.drivers:
-                for observed in await driver.observe():
-                    await driver.stop(observed.instance_id, grace=0)
-                    await driver.forget(observed.instance_id)
+            await self.stop_instances()
         finally:
             for container in self.containers():
                 with contextlib.suppress(Exception):

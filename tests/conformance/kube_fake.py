@@ -2,12 +2,16 @@
 
 No API server can run on this machine, so this is the one fake the driver is tested against:
 a real HTTP server on 127.0.0.1 (a thread) that stores objects and serves get / list (with
-equality label selectors) / create / merge-patch / delete for pods, secrets, claims, services
-and ReplicaSets, and a pod's log. A controller thread plays the ReplicaSet controller and the
-kubelet: it makes pods for a ReplicaSet's replicas, deletes the lowest-ranked on scale-down
-(not ready first, then the lowest `pod-deletion-cost`, then the newest, as the real one
-does), and runs each pod's container as a real process: the pod's command, or the harness's
-default (a Python HTTP server). Every pod shares 127.0.0.1, so the fake gives each its own
+equality label selectors) / create / merge-patch / delete for pods, secrets, claims, services,
+ReplicaSets and Gateway API HTTPRoutes, and a pod's log (`timestamps`, `sinceTime`: each line
+stamped with the time the fake read it from the container, as the kubelet does; a test adds
+lines of its own with `append_log`), and exec over a websocket (`v4.channel.k8s.io`: the
+command runs as a process with the pod's env, its output and final Status on channels 1-3).
+A controller thread plays the ReplicaSet controller and the kubelet: it makes pods for a
+ReplicaSet's replicas, deletes the lowest-ranked on scale-down (not ready first, then the
+lowest `pod-deletion-cost`, then the newest, as the real one does), and runs each pod's
+container as a real process: the pod's command, or the harness's default (a Python HTTP
+server). Every pod shares 127.0.0.1, so the fake gives each its own
 containerPort (and PORT) as if it had its own address. A container that exits is restarted
 (restartCount, lastState), like the kubelet's restartPolicy Always.
 
@@ -18,12 +22,14 @@ What it does not do: watches, resourceVersion conflicts, admission, scheduling, 
 from __future__ import annotations
 
 import base64
+import calendar
 import contextlib
 import http.server
 import itertools
 import json
 import os
 import secrets
+import select
 import signal
 import socket
 import subprocess
@@ -33,6 +39,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import wsproto
+import wsproto.events
+import wsproto.utilities
+
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 KINDS = {
     "pods": "Pod",
@@ -40,12 +50,25 @@ KINDS = {
     "persistentvolumeclaims": "PersistentVolumeClaim",
     "services": "Service",
     "replicasets": "ReplicaSet",
+    "httproutes": "HTTPRoute",
 }
 _TICK = 0.02
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _stamp_now() -> str:
+    """RFC 3339 with nanoseconds, as the kubelet stamps log lines."""
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+def _stamped(text: bytes) -> bytes:
+    """`text` (whole lines) as the fake stores a log: each line prefixed with its stamp."""
+    stamp = _stamp_now().encode()
+    return b"".join(stamp + b" " + line + b"\n" for line in text.splitlines())
 
 
 def free_port() -> int:
@@ -86,19 +109,32 @@ def matches(labels: dict[str, str], selector: str) -> bool:
 
 
 class _Container:
-    """One run of a pod's container: a real process, its output in the pod's log."""
+    """One run of a pod's container: a real process, its output stamped line by line into the
+    pod's log by a reader thread (the kubelet's log, merged streams, as `kubectl logs`)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], log: Path, cwd: Path, lock: threading.Lock
+    ) -> None:
         self.log = log.open("ab")
+        self._write = lock  # shared with append_log: lines never interleave mid-line
         self.proc = subprocess.Popen(
             argv,
             env=env,
-            stdout=self.log,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             cwd=cwd,
             start_new_session=True,
         )
         self.started = _now()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._write:
+                self.log.write(_stamped(line.rstrip(b"\n")))
+                self.log.flush()
 
     def exit_code(self) -> int | None:
         code = self.proc.poll()
@@ -114,6 +150,9 @@ class _Container:
         self.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
+        self._reader.join(timeout=5)  # EOF once the process group is gone
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self.log.close()
 
 
@@ -129,9 +168,14 @@ class FakeCluster:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # (plural, name) → object
         self.containers: dict[str, _Container] = {}  # pod uid → its current run
         self.requests: list[tuple[str, str]] = []  # (method, path): what the driver asked
+        # plural → the status every request for it gets (403: forbidden; 404: no such
+        # resource, as a cluster without that CRD answers)
+        self.refused: dict[str, int] = {}
+        self._execs: set[subprocess.Popen[bytes]] = set()  # exec commands still running
         self._deadlines: dict[str, float] = {}  # pod uid → when its deletion kills it
         self._retry: dict[str, float] = {}  # pod uid → when its exited container restarts
         self.lock = threading.RLock()
+        self._log_write = threading.Lock()
         self._versions = itertools.count(1)
         self._stop = threading.Event()
         fake = self
@@ -141,6 +185,10 @@ class FakeCluster:
                 pass
 
             def _do(self) -> None:
+                if self.headers.get("Upgrade", "").lower() == "websocket":
+                    fake.exec_ws(self)  # the one websocket endpoint: a pod's exec
+                    self.close_connection = True
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
                 code, reply, ctype = fake.handle(self.command, self.path, body)
@@ -176,6 +224,8 @@ class FakeCluster:
             for container in self.containers.values():
                 container.reap()
             self.containers.clear()
+            for proc in list(self._execs):
+                _kill_group(proc)
 
     def write_kubeconfig(self, path: Path) -> Path:
         config = {
@@ -204,6 +254,11 @@ class FakeCluster:
                 if kind == plural and matches(obj["metadata"].get("labels") or {}, selector)
             ]
 
+    def append_log(self, pod_name: str, text: str) -> None:
+        """Lines in the pod's log as if its app had printed them now."""
+        with self._log_write, (self.workdir / f"{pod_name}.log").open("ab") as log:
+            log.write(_stamped(text.encode()))
+
     def crash(self, pod_name: str) -> None:
         """kill -9 of the pod's container (the kubelet then restarts it)."""
         with self.lock:
@@ -224,6 +279,16 @@ class FakeCluster:
         if rest[1] != self.namespace:
             return self._status(404, "NotFound", f"namespace {rest[1]} not found")
         plural, name = rest[2], rest[3] if len(rest) > 3 else None
+        if plural in self.refused:
+            code = self.refused[plural]
+            reason = "NotFound" if code == 404 else "Forbidden"
+            return self._status(
+                code,
+                reason,
+                f"the server could not find the requested resource ({plural})"
+                if code == 404
+                else f"{plural} is forbidden",
+            )
         with self.lock:
             if name is None and method == "GET":
                 selector = (query.get("labelSelector") or [""])[0]
@@ -241,7 +306,7 @@ class FakeCluster:
                 return self._create(plural, body)
             assert name is not None
             if len(rest) == 5 and rest[4] == "log" and plural == "pods":
-                return self._log(name)
+                return self._log(name, query)
             found = self.objects.get((plural, name))
             if found is None:
                 return self._status(404, "NotFound", f'{plural} "{name}" not found')
@@ -313,11 +378,113 @@ class FakeCluster:
         if container is not None:
             container.kill(signal.SIGTERM)
 
-    def _log(self, name: str) -> tuple[int, Any, str]:
+    def _log(self, name: str, query: dict[str, list[str]]) -> tuple[int, Any, str]:
+        """The stored lines at or after `sinceTime` (compared as times, to the nanosecond),
+        with their stamps when `timestamps=true`."""
         path = self.workdir / f"{name}.log"
         if ("pods", name) not in self.objects or not path.exists():
             return self._status(404, "NotFound", f'pods "{name}" not found')
-        return 200, path.read_bytes(), "text/plain"
+        since = (query.get("sinceTime") or [""])[0]
+        keep_stamps = (query.get("timestamps") or ["false"])[0] == "true"
+        with self._log_write:
+            lines = path.read_bytes().splitlines()
+        out = []
+        for line in lines:
+            stamp, _, text = line.partition(b" ")
+            if since and _nanos(stamp.decode()) < _nanos(since):
+                continue
+            out.append((line if keep_stamps else text) + b"\n")
+        return 200, b"".join(out), "text/plain"
+
+    # -- exec ---------------------------------------------------------------------------------
+
+    def exec_ws(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        """GET …/pods/NAME/exec?command=…: run the command with the pod's env while the client
+        stays; stdout on channel 1, stderr on 2, then the Status on 3, then close."""
+        url = urllib.parse.urlsplit(handler.path)
+        self.requests.append(("GET", url.path))
+        query = urllib.parse.parse_qs(url.query)
+        name = url.path.rstrip("/").split("/")[-2]
+        sock = handler.connection
+        ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        head = f"GET {handler.path} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in handler.headers.items()
+        )
+        ws.receive_data((head + "\r\n").encode())
+        asked = next(e for e in ws.events() if isinstance(e, wsproto.events.Request))
+        protocol = "v4.channel.k8s.io"
+        if protocol not in asked.subprotocols:
+            sock.sendall(ws.send(wsproto.events.RejectConnection(status_code=400)))
+            return
+        sock.sendall(ws.send(wsproto.events.AcceptConnection(subprotocol=protocol)))
+        with self.lock:
+            pod = self.objects.get(("pods", name))
+            env = self._env(pod) if pod is not None else None
+        status = self._run_exec(sock, ws, query.get("command") or [], env)
+        if status is not None:
+            sock.sendall(
+                ws.send(wsproto.events.Message(data=b"\x03" + json.dumps(status).encode()))
+            )
+            with contextlib.suppress(OSError, wsproto.utilities.LocalProtocolError):
+                sock.sendall(ws.send(wsproto.events.CloseConnection(code=1000)))
+
+    def _run_exec(
+        self, sock: socket.socket, ws: Any, argv: list[str], env: dict[str, str] | None
+    ) -> dict[str, Any] | None:
+        """The command's Status (None when the client left first: it was killed)."""
+        if env is None:
+            return {"status": "Failure", "reason": "NotFound", "message": "pod not found"}
+        try:
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=self.workdir,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            message = f'exec: "{argv[0] if argv else ""}": {exc.strerror}'
+            return {"status": "Failure", "reason": "InternalError", "message": message}
+        self._execs.add(proc)
+        send = threading.Lock()
+
+        def pump(stream: Any, channel: bytes) -> None:
+            for chunk in iter(lambda: stream.read1(4096), b""):
+                with send, contextlib.suppress(OSError):
+                    sock.sendall(ws.send(wsproto.events.Message(data=channel + chunk)))
+
+        pumps = [
+            threading.Thread(target=pump, args=(proc.stdout, b"\x01"), daemon=True),
+            threading.Thread(target=pump, args=(proc.stderr, b"\x02"), daemon=True),
+        ]
+        for thread in pumps:
+            thread.start()
+        left = False
+        while proc.poll() is None and not left:
+            readable, _, _ = select.select([sock], [], [], 0.05)
+            if readable:  # the client closed (a timeout): end the command, as a runtime may
+                left = True
+        if left:
+            _kill_group(proc)
+        proc.wait()
+        for thread in pumps:
+            thread.join(timeout=5)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        self._execs.discard(proc)
+        if left:
+            return None
+        code = proc.returncode
+        if code == 0:
+            return {"status": "Success", "metadata": {}}
+        return {
+            "status": "Failure",
+            "reason": "NonZeroExitCode",
+            "message": f"command terminated with non-zero exit code: {code}",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+        }
 
     # -- the ReplicaSet controller and the kubelet --------------------------------------------
 
@@ -408,6 +575,16 @@ class FakeCluster:
 
     def _run(self, pod: dict[str, Any]) -> _Container:
         spec = pod["spec"]["containers"][0]
+        env = self._env(pod)
+        argv = (
+            list(spec.get("command") or []) + list(spec.get("args") or []) or self.default_command
+        )
+        log = self.workdir / f"{pod['metadata']['name']}.log"
+        return _Container(argv, env, log, self.workdir, self._log_write)
+
+    def _env(self, pod: dict[str, Any]) -> dict[str, str]:
+        """The app container's env, as the kubelet would make it (secrets resolved)."""
+        spec = pod["spec"]["containers"][0]
         env = {"PATH": "/usr/bin:/bin"}
         for entry in spec.get("env") or []:
             if "value" in entry:
@@ -419,11 +596,19 @@ class FakeCluster:
             elif "fieldRef" in entry.get("valueFrom", {}):
                 env[entry["name"]] = pod["metadata"]["name"]
         env["PORT"] = str(_pod_port(pod))
-        argv = (
-            list(spec.get("command") or []) + list(spec.get("args") or []) or self.default_command
-        )
-        log = self.workdir / f"{pod['metadata']['name']}.log"
-        return _Container(argv, env, log, self.workdir)
+        return env
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _nanos(stamp: str) -> int:
+    """An RFC 3339 UTC stamp (any fraction) as nanoseconds since the epoch."""
+    seconds, _, fraction = stamp.rstrip("Z").partition(".")
+    whole = calendar.timegm(time.strptime(seconds, "%Y-%m-%dT%H:%M:%S"))
+    return whole * 10**9 + int(fraction.ljust(9, "0")[:9] or 0)
 
 
 def _pod_port(pod: dict[str, Any]) -> int:

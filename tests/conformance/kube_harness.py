@@ -3,8 +3,11 @@ server of kube_fake.py, whose pods run the suite's HTTP server as real processes
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from corral.drivers.kubernetes import KubernetesDriver
 from corral.drivers.protocol import Driver, LaunchSpec, ObservedInstance
@@ -74,3 +77,13 @@ class KubeHarness:
                 await driver.close()
         finally:
             self.cluster.close()
+
+
+@pytest.fixture
+async def kube(tmp_path: Path) -> AsyncIterator[KubeHarness]:
+    """A fake cluster and the drivers made against it, all cleaned up after the test."""
+    made = KubeHarness(tmp_path)
+    try:
+        yield made
+    finally:
+        await made.cleanup()

@@ -245,8 +245,6 @@ async def test_an_instance_id_is_never_started_twice(harness: Harness) -> None:
 
 
 def execs(driver: Driver) -> Execs:
-    if driver.name == "kubernetes":
-        pytest.skip("kubernetes: exec needs the API's websocket upgrade; not supported yet")
     assert isinstance(driver, Execs), f"the {driver.name} driver should run commands inside"
     return driver
 

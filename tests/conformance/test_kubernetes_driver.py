@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,16 +19,7 @@ from tests.conformance.driver_fixtures import http_get
 
 pytest.importorskip("lightkube")
 
-from tests.conformance.kube_harness import REGISTRY, KubeHarness
-
-
-@pytest.fixture
-async def kube(tmp_path: Path) -> AsyncIterator[KubeHarness]:
-    made = KubeHarness(tmp_path)
-    try:
-        yield made
-    finally:
-        await made.cleanup()
+from tests.conformance.kube_harness import REGISTRY, KubeHarness  # fixture `kube`: conftest
 
 
 def pods_of(kube: KubeHarness, instance: str = "") -> list[dict]:

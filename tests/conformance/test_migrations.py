@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ from corral.state.sql import (
 from tests.conformance.test_state_store import T0, database_url, raw_execute
 
 V1_DUMP = Path(__file__).parent / "data" / "state-v1.sql"
+AGENT_ROW = {
+    "agent_id": "ag-1", "host": "build-1", "pid": 1, "home": "/h", "socket": "/s",
+    "started_at": T0, "heartbeat_at": T0,
+}  # fmt: skip
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -49,8 +54,8 @@ def engine_for(url: str) -> Any:
 def test_one_chain_ends_at_head() -> None:
     script = migrations.script()
     assert script.get_heads() == [migrations.HEAD]
-    assert migrations.known_revisions() == {"0001", "0002", "0003"}
-    assert script.get_revision(migrations.HEAD).down_revision == "0002"
+    assert migrations.known_revisions() == {"0001", "0002", "0003", "0004"}
+    assert script.get_revision(migrations.HEAD).down_revision == "0003"
 
 
 def test_the_migrated_schema_is_the_one_the_code_uses(empty_db: str) -> None:
@@ -118,18 +123,7 @@ def test_a_database_at_the_previous_revision_is_upgraded_and_keeps_its_data(
                     expires_at=T0 + 30,
                 )
             )
-            conn.execute(
-                insert(agents).values(
-                    **env,
-                    agent_id="ag-1",
-                    host="build-1",
-                    pid=1,
-                    home="/h",
-                    socket="/s",
-                    started_at=T0,
-                    heartbeat_at=T0,
-                )
-            )
+            conn.execute(insert(agents).values(**env, **AGENT_ROW))
     finally:
         engine.dispose()
 
@@ -146,8 +140,29 @@ def test_a_database_at_the_previous_revision_is_upgraded_and_keeps_its_data(
         assert store.append_event("x", "y").seq == 2
     finally:
         store.close()
-    assert raw_execute(empty_db, "SELECT version_num FROM alembic_version") == [("0003",)]
+    assert raw_execute(empty_db, "SELECT version_num FROM alembic_version") == [(migrations.HEAD,)]
     assert raw_execute(empty_db, "SELECT version FROM schema_version") == [(2,)]
+
+
+def test_an_agent_recorded_at_0003_gets_no_api_and_can_record_one(empty_db: str) -> None:
+    engine = engine_for(empty_db)
+    try:
+        with engine.begin() as conn:
+            migrations.upgrade(conn, "0003")
+            conn.execute(insert(agents).values(env="dev", **AGENT_ROW))  # no `api` before 0004
+    finally:
+        engine.dispose()
+
+    store = SqlStateStore(empty_db, "dev")
+    try:
+        agent = store.get_agent()
+        assert agent is not None and (agent.agent_id, agent.api) == ("ag-1", "")
+        store.register_agent(replace(agent, api="http://127.0.0.1:8765"))
+        again = store.get_agent()
+        assert again is not None and again.api == "http://127.0.0.1:8765"
+    finally:
+        store.close()
+    assert raw_execute(empty_db, "SELECT version_num FROM alembic_version") == [("0004",)]
 
 
 def test_a_sqlite_file_made_before_alembic_is_stamped_upgraded_and_kept(tmp_path: Path) -> None:

@@ -164,6 +164,32 @@ def test_a_release_is_never_edited(state_store: StateStore) -> None:
     assert state_store.list_releases("api") == []
 
 
+def test_the_releases_in_use_are_read_for_all_services_at_once(state_kit: StateKit) -> None:
+    store = state_kit.open("dev")
+    instance(store, "web", serial=1, release=1, state=InstanceState.STOPPED)  # r1: gone
+    instance(store, "web", serial=1, release=2)  # r2: running
+    instance(store, "web", serial=2, release=3, state=InstanceState.STOPPING)  # r3: live
+    store.get_or_create_release("web", "sha256:img4", "sha256:cfg4", {"port": 8}, "t")
+    store.put_service(ServiceRecord("web", 4, 2, None))  # r4: current, nothing runs it yet
+    store.get_or_create_release("api", "sha256:a1", "sha256:c1", {}, "t")
+    store.get_or_create_release("api", "sha256:a2", "sha256:c2", {}, "t")
+    store.put_service(ServiceRecord("api", 1, 1, None))  # api r2: neither
+    instance(store, "cron", serial=1, release=1, state=InstanceState.PENDING)  # no service row
+    instance(state_kit.open("prod"), "web", serial=1, release=1)  # another environment
+
+    found = store.releases_in_use()
+
+    assert [(r.service, r.name) for r in found] == [
+        ("api", "r1"),
+        ("cron", "r1"),
+        ("web", "r2"),
+        ("web", "r3"),
+        ("web", "r4"),
+    ]
+    assert found[-1] == store.get_release("web", 4)  # whole records, config included
+    assert state_kit.open("staging").releases_in_use() == []
+
+
 def test_data_that_is_not_json_is_refused(state_store: StateStore) -> None:
     with pytest.raises(StateError, match="JSON"):
         state_store.get_or_create_release("web", "sha256:a", "sha256:x", {"f": object()}, "a")
@@ -421,7 +447,9 @@ def test_breaking_the_lock_removes_it_and_is_recorded(state_store: StateStore) -
 
 
 def test_the_agent_is_registered_and_cleared_only_by_itself(state_store: StateStore) -> None:
-    agent = AgentRecord("ag-1", "build-1", 77, "/home/a/.corral", "/run/api.sock", T0, T0 + 1)
+    agent = AgentRecord(
+        "ag-1", "build-1", 77, "/home/a/.corral", "/run/api.sock", T0, T0 + 1, "http://h:1"
+    )
     state_store.register_agent(agent)
     assert state_store.get_agent() == agent
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conformance.docker_harness import APPLETS, BUSYBOX, engine_unavailable
+from corral.testing.busybox import DOCKER_ENGINE, fleet_spec, set_version, write_rootfs
+from tests.conformance.docker_harness import engine_unavailable
 from tests.e2e.conftest import CORRAL, free_port, processes_of
 
 NO_DOCKER = engine_unavailable()
@@ -27,38 +28,6 @@ pytestmark = [
     pytest.mark.docker,
     pytest.mark.skipif(bool(NO_DOCKER), reason=str(NO_DOCKER)),
 ]
-
-SERVE = """#!/bin/sh
-mkdir -p /tmp/www
-printf ok > /tmp/www/healthz
-printf '%s %s' "$(cat /app/VERSION)" "$CORRAL_INSTANCE" > /tmp/www/index.html
-echo "serving $(cat /app/VERSION) as $CORRAL_INSTANCE"
-exec httpd -f -p "$PORT" -h /tmp/www
-"""
-
-SPEC = """project: {project}
-driver: docker
-images:
-  app:
-    from: scratch
-    copy:
-      - src: rootfs
-        dest: /
-    cmd: ["/app/serve.sh"]
-services:
-  web:
-    image: app
-    replicas: 2
-    port: 8080
-    health:
-      http: {{path: /healthz}}
-      interval: 100ms
-      start_timeout: 10s
-    route:
-      port: {port}
-    stop_grace: 2s
-    drain_timeout: 1s
-"""
 
 
 class DockerFleet:
@@ -69,22 +38,18 @@ class DockerFleet:
         self.dir = home / "work"
         self.project = f"dk{secrets.token_hex(4)}"
         self.port = free_port()
-        rootfs = self.dir / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-        for applet in APPLETS:
-            (rootfs / "bin" / applet).symlink_to("busybox")
-        (rootfs / "app").mkdir()
-        (rootfs / "app" / "serve.sh").write_text(SERVE)
-        (rootfs / "app" / "serve.sh").chmod(0o755)
+        write_rootfs(self.dir)
         self.set_version("v1")
-        (self.dir / "corral.yaml").write_text(SPEC.format(project=self.project, port=self.port))
+        spec = fleet_spec(
+            project=self.project, port=self.port, engine=DOCKER_ENGINE, start_timeout="10s"
+        )
+        (self.dir / "corral.yaml").write_text(spec)
         self.env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_AGENT_TICK": "0.2"}
         self.env.pop("CORRAL_STATE_URL", None)
         self.client = docker.from_env(version="auto", timeout=60)
 
     def set_version(self, version: str) -> None:
-        (self.dir / "rootfs" / "app" / "VERSION").write_text(version)
+        set_version(self.dir, version)
 
     def run(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -111,7 +76,7 @@ class DockerFleet:
         seen = set()
         with httpx.Client(trust_env=False, timeout=5.0) as http:
             for _ in range(requests):
-                seen.add(http.get(f"http://127.0.0.1:{self.port}/").text.split()[0])
+                seen.add(http.get(f"http://127.0.0.1:{self.port}/").json()["release"])
         return seen
 
     def teardown(self) -> None:
@@ -131,8 +96,8 @@ class DockerFleet:
         self.client.close()
 
 
-@pytest.fixture
-def fleet() -> Iterator[DockerFleet]:
+def docker_fleet() -> Iterator[DockerFleet]:
+    """A DockerFleet in a home of its own, torn down even when the test fails."""
     home = Path(tempfile.mkdtemp(prefix="c-", dir="/tmp"))
     made = DockerFleet(home)
     try:
@@ -140,6 +105,11 @@ def fleet() -> Iterator[DockerFleet]:
     finally:
         made.teardown()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def fleet() -> Iterator[DockerFleet]:
+    yield from docker_fleet()
 
 
 def test_docker_fleet_applies_serves_rolls_and_is_destroyed(fleet: DockerFleet) -> None:

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_docker import NO_DOCKER, DockerFleet
+from tests.e2e.test_docker import NO_DOCKER, DockerFleet, docker_fleet
 from tests.e2e.test_heal import wait_for
 
 pytestmark = [
@@ -27,13 +24,7 @@ pytestmark = [
 
 @pytest.fixture
 def dfleet() -> Iterator[DockerFleet]:
-    home = Path(tempfile.mkdtemp(prefix="c-", dir="/tmp"))
-    made = DockerFleet(home)
-    try:
-        yield made
-    finally:
-        made.teardown()
-        shutil.rmtree(home, ignore_errors=True)
+    yield from docker_fleet()
 
 
 def status(fleet: DockerFleet) -> dict[str, Any]:

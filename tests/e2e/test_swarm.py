@@ -26,8 +26,9 @@ from typing import Any
 import psutil
 import pytest
 
+from corral.testing.busybox import fleet_spec, set_version, swarm_engine, write_rootfs
 from tests.e2e.conftest import Fleet, Load, free_port, processes_of
-from tests.swarm_lab import BUSYBOX, SwarmLab, unavailable
+from tests.swarm_lab import SwarmLab, unavailable
 
 pytestmark = [
     pytest.mark.e2e,
@@ -35,44 +36,6 @@ pytestmark = [
     pytest.mark.skipif(bool(unavailable()), reason=str(unavailable())),
 ]
 CLIENTS = 4
-APPLETS = ("sh", "httpd", "mkdir", "printf", "cat")
-SERVE = """#!/bin/sh
-mkdir -p /tmp/www
-printf ok > /tmp/www/healthz
-printf '{"release": "%s", "instance": "%s"}' "$(cat /app/VERSION)" "$CORRAL_INSTANCE" \
-  > /tmp/www/index.html
-exec httpd -f -p "$PORT" -h /tmp/www
-"""
-SPEC = """project: {project}
-environments:
-  lab:
-    driver: swarm
-    swarm:
-      manager: {manager}
-      node_engines: {engines}
-images:
-  app:
-    from: scratch
-    copy:
-      - src: rootfs
-        dest: /
-    cmd: ["/app/serve.sh"]
-services:
-  web:
-    image: app
-    replicas: {replicas}
-    port: 8080
-    health:
-      http: {{path: /healthz}}
-      interval: 200ms
-      start_timeout: 60s
-    route:
-      port: {port}
-    strategy:
-{strategy}
-    stop_grace: 2s
-    drain_timeout: 1s
-"""
 CANARY = """      type: canary
       steps:
         - set_weight: 34
@@ -98,14 +61,7 @@ LOSS_KINDS = {"instance.unhealthy", "instance.away"}
 def swarm_fleet(swarm: SwarmLab) -> Iterator[Fleet]:
     home = Path(tempfile.mkdtemp(prefix="cs-", dir="/tmp"))
     work = home / "work"
-    rootfs = work / "rootfs"
-    (rootfs / "bin").mkdir(parents=True)
-    shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-    for applet in APPLETS:
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    (rootfs / "app").mkdir()
-    (rootfs / "app" / "serve.sh").write_text(SERVE)
-    (rootfs / "app" / "serve.sh").chmod(0o755)
+    write_rootfs(work)
     env = {**os.environ, "CORRAL_HOME": str(home), "CORRAL_AGENT_TICK": "0.2", "NO_COLOR": "1"}
     env |= {"COLUMNS": "200", "CORRAL_ENV": "lab"}
     for name in ("CORRAL_STATE_URL", "CORRAL_FAULT", "DOCKER_HOST"):
@@ -123,14 +79,15 @@ def swarm_fleet(swarm: SwarmLab) -> Iterator[Fleet]:
 
 
 def write(fleet: Fleet, lab: SwarmLab, version: str, strategy: str, replicas: int = 3) -> None:
-    (fleet.dir / "rootfs" / "app" / "VERSION").write_text(version)
+    set_version(fleet.dir, version)
     fleet.spec.write_text(
-        SPEC.format(
+        fleet_spec(
             project=f"e2e{lab.id}",
-            manager=lab.manager,
-            engines=json.dumps(lab.node_engines),
-            replicas=replicas,
             port=fleet.port,
+            engine=swarm_engine(lab.manager, lab.node_engines, environment="lab"),
+            replicas=replicas,
+            interval="200ms",
+            start_timeout="60s",
             strategy=strategy,
         )
     )

@@ -109,6 +109,22 @@ def test_a_killed_node_loses_its_engine_and_its_containers(swarm: SwarmLab) -> N
     assert worker.docker("info", "-f", "{{.Swarm.LocalNodeState}}").strip() == "active"
 
 
+def test_heal_all_leaves_exactly_the_labs_nodes_after_a_node_rejoined(swarm: SwarmLab) -> None:
+    """A node that rejoins is a new entry; its old one, Down, would still get global tasks."""
+    worker, manager = swarm.node(3), swarm.manager_node
+    token = manager.docker("swarm", "join-token", "-q", "worker").strip()
+    worker.docker("swarm", "leave", "--force")
+    worker.docker(
+        *("swarm", "join", "--token", token, "--advertise-addr", worker.ip),
+        *("--listen-addr", f"{worker.ip}:2377", f"{manager.ip}:2377"),
+    )
+    assert [name for _, name, _ in swarm.swarm_nodes()].count(worker.name) == 2
+    swarm.heal_all()
+    entries = swarm.swarm_nodes()
+    assert sorted(name for _, name, _ in entries) == sorted(node.name for node in swarm.nodes)
+    assert {status for _, _, status in entries} == {"Ready"}
+
+
 def test_teardown_leaves_nothing_even_when_the_test_fails() -> None:
     lab = SwarmLab(nodes=2)
     with pytest.raises(RuntimeError, match="a failing test"), lab:

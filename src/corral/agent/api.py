@@ -19,8 +19,18 @@ from corral import __version__
 from corral.agent.controller import Agent
 from corral.agent.logtail import MAX_TAIL, service_logs
 from corral.agent.verdicts import VerdictBook
-from corral.api_schema import EventsView, EventView, LogTail, RolloutView, StatusView
+from corral.api_schema import (
+    EventsView,
+    EventView,
+    LogRecord,
+    LogRecords,
+    LogTail,
+    RolloutView,
+    StatusView,
+)
 from corral.errors import CorralError, LockedError
+from corral.logs.query import LogQuery, sources
+from corral.logs.query import read as read_logs
 
 
 class Holder(BaseModel):
@@ -138,6 +148,34 @@ def create_app(agent: Agent, *, on_stop: Any = None, on_restart: Any = None) -> 
             lines=tail,
             cursor=cursor,
             from_time=since,
+        )
+
+    @app.get("/v1/services/{service}/logs")
+    async def log_records(
+        service: str,
+        instance: str | None = None,
+        release: str | None = None,
+        grep: Annotated[str | None, Query(max_length=1000)] = None,
+        since: Annotated[str | None, Query(max_length=64)] = None,
+        until: Annotated[str | None, Query(max_length=64)] = None,
+        tail: Annotated[int | None, Query(ge=0)] = None,
+        field: Annotated[list[str] | None, Query()] = None,
+        cursor: Annotated[str | None, Query(max_length=100_000)] = None,
+    ) -> LogRecords:
+        """The records `corral logs SERVICE --json` prints, with its filters (`field` is
+        KEY=VALUE, repeatable), from this host's files; given the previous page's `cursor`,
+        only those written since (how `corral logs -f` follows from another home or host)."""
+        query = LogQuery.parse(
+            service, instance=instance, release=release, grep=grep, since=since, until=until,
+            tail=tail, fields=field or [],
+        )  # fmt: skip
+        found = sources(agent.store, agent.driver, service, instance=instance, release=release)
+        page = await asyncio.to_thread(read_logs, found, query, cursor)  # files only: no state
+        return LogRecords(
+            service=service,
+            records=[LogRecord.model_validate(r) for r in page.records],
+            cursor=page.cursor,
+            omitted=page.omitted,
         )
 
     verdicts = VerdictBook(agent.store)

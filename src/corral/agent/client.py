@@ -80,7 +80,7 @@ class AgentClient:
                 f"{self.home.agent_log(self.project, self.environment)}.",
             ) from exc
         if response.status_code >= 400:
-            raise _error_from(response)
+            raise error_from(response)
         return response.json()
 
     def start(self, state_url: str | None, *, timeout: float = 20.0) -> int:
@@ -134,7 +134,8 @@ def _agent_failed(code: int, log_path: Path) -> CorralError:
     return AgentError(message, hint=f"See {log_path}.")
 
 
-def _error_from(response: httpx.Response) -> CorralError:
+def error_from(response: httpx.Response) -> CorralError:
+    """The error an agent answered (its JSON error shape), as the class it names."""
     try:
         body = response.json()
     except ValueError:

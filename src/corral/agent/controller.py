@@ -111,6 +111,7 @@ class Agent:
         self.pid = os.getpid()
         self.agent_id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
         self.started_at = time.time()
+        self.api_url = ""  # its TCP API for other homes and hosts (set before start; '' none)
         self.fault = fault or FaultInjector(None)
         self.active: ActiveApply | None = None
         self.new_event = asyncio.Event()
@@ -234,6 +235,7 @@ class Agent:
                 socket=str(self.home.agent_socket(self.project, self.environment)),
                 started_at=self.started_at,
                 heartbeat_at=time.time(),
+                api=self.api_url,
             )
         )
 
@@ -485,6 +487,12 @@ class Agent:
                 image_store(self.home),
                 driver=self.driver,
             )
+        if self.driver.name == "swarm":  # each task through its node's engine
+            from corral.audit.swarm import SwarmAuditor
+            from corral.drivers.swarm import SwarmDriver
+
+            assert isinstance(self.driver, SwarmDriver)
+            return SwarmAuditor(self.home, self.driver, image_store(self.home))
         from corral.audit import InstanceAuditor, unaudited
 
         if not unaudited.audits(self.driver.name):  # swarm, kubernetes: never called clean
@@ -1026,16 +1034,18 @@ class Agent:
     def status(self) -> dict[str, Any]:
         services = []
         routes = self.router.routes()
-        # one read of all live instances and one of each service's releases, not one per row
+        # three reads whatever the number of services: live instances, the releases in use
+        # (current or running), the services; never one per service
         live_by_service: dict[str, list[Any]] = {}
         for record in self.store.list_instances():
             live_by_service.setdefault(record.service, []).append(record)
+        releases = {(r.service, r.number): r for r in self.store.releases_in_use()}
         for service in self.store.list_services():
-            releases = {r.number: r for r in self.store.list_releases(service.name)}
-            release = releases.get(service.current_release) if service.current_release else None
+            current = service.current_release
+            release = releases.get((service.name, current)) if current else None
             instances = []
             for record in live_by_service.get(service.name, []):
-                rel = releases.get(record.release)
+                rel = releases.get((service.name, record.release))
                 instances.append(
                     {
                         "id": record.id,

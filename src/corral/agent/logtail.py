@@ -19,6 +19,7 @@ from corral.drivers.protocol import Driver
 from corral.errors import UsageError
 from corral.logs.format import parse
 from corral.logs.read import in_window, parse_moment
+from corral.logs.structured import fields_of
 from corral.state.protocol import StateStore
 
 MAX_TAIL = 1000  # lines per instance per request
@@ -112,7 +113,14 @@ def service_logs(
         if start is not None and record.id not in offsets:
             parsed = parsed[-lines:] if lines else []
         found.extend(
-            LogLine(instance=record.id, release=label, line=r.text, time=r.stamp(), stream=r.stream)
+            LogLine(
+                instance=record.id,
+                release=label,
+                line=r.text,
+                time=r.stamp(),
+                stream=r.stream,
+                fields=fields_of(r.text),
+            )
             for r in parsed
         )
     return LogTail(

@@ -27,6 +27,7 @@ import uvicorn
 from corral.agent.api import create_app
 from corral.agent.controller import Agent
 from corral.agent.dashboard import DEFAULT_HOST, Guard, bind_ui, install
+from corral.agent.dashboard.listen import advertised_url
 from corral.agent.faults import FaultInjector
 from corral.agent.metrics import PORT_ENV, port_from
 from corral.agent.runtime import build_runtime
@@ -134,6 +135,7 @@ async def run(
         fault=FaultInjector.from_env(),
     )
     agent.inherited = _inherited_routes()
+    agent.api_url = advertised_url(*ui) if ui is not None else ""  # recorded at start
     # 127.0.0.1 only; kept referenced until it has bound (or given up)
     metrics_task = asyncio.create_task(agent.metrics.serve_when_free(port_from(None)))
     try:  # read once, kept in memory: unattended replacements need no file later (law 5)

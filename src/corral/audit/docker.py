@@ -153,7 +153,7 @@ class DockerAuditor:
         own = container_findings(
             str(data["UpperDir"]),
             {entry.path: entry for entry in expected},
-            _mount_points(found),
+            mount_points(found),
             self.cache,
             full=full,
             workers=self.workers,
@@ -189,7 +189,7 @@ def _unreadable(graph: dict[str, Any]) -> str | None:
     return None
 
 
-def _mount_points(inspect: dict[str, Any]) -> set[str]:
+def mount_points(inspect: dict[str, Any]) -> set[str]:
     """Paths (relative) the engine makes in a container's own layer to mount onto."""
     host = inspect.get("HostConfig") or {}
     points = {str(p) for p in (host.get("Tmpfs") or {})}

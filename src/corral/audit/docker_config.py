@@ -27,10 +27,15 @@ def env_marks(key: bytes, env: Mapping[str, str], secret_names: set[str]) -> dic
 
 
 def compare_container(
-    record: Mapping[str, Any], inspect: Mapping[str, Any], *, key: bytes
+    record: Mapping[str, Any],
+    inspect: Mapping[str, Any],
+    *,
+    key: bytes,
+    no_new_privileges: bool = True,
 ) -> list[Finding]:
     """Findings for `inspect` (the engine's view of a container) against the driver's
-    `record`. A record without `env_marks` (older corral) has its env checked by name only."""
+    `record`. A record without `env_marks` (older corral) has its env checked by name only.
+    `no_new_privileges`: whether the driver sets it (Swarm cannot before API 1.44)."""
     config = inspect.get("Config") or {}
     host = inspect.get("HostConfig") or {}
     findings: list[Finding] = []
@@ -42,7 +47,7 @@ def compare_container(
     findings += _command(record, config)
     findings += _env(record, config.get("Env") or [], key)
     findings += _mounts(record, inspect.get("Mounts") or [])
-    findings += _hardening(host)
+    findings += _hardening(host, no_new_privileges)
     return findings
 
 
@@ -95,14 +100,14 @@ def _mounts(record: Mapping[str, Any], mounts: list[Mapping[str, Any]]) -> list[
     return [Finding("mounts", "mounts", f"mounts {now or 'none'} ≠ launched {want or 'none'}")]
 
 
-def _hardening(host: Mapping[str, Any]) -> list[Finding]:
+def _hardening(host: Mapping[str, Any], no_new_privileges: bool) -> list[Finding]:
     """Law 1 and the no-login policy, as the driver sets them; `docker update` reaches some."""
     found: list[str] = []
     if not host.get("ReadonlyRootfs"):
         found.append("root filesystem is writable")
     if host.get("Privileged"):
         found.append("privileged")
-    if "no-new-privileges" not in (host.get("SecurityOpt") or []):
+    if no_new_privileges and "no-new-privileges" not in (host.get("SecurityOpt") or []):
         found.append("no-new-privileges is off")
     if (host.get("CapDrop") or []) != ["ALL"]:
         found.append(f"capabilities dropped {host.get('CapDrop')} ≠ ['ALL']")

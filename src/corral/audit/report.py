@@ -60,6 +60,11 @@ class InstanceFinding:
     # while containers use them (see docs/architecture.md, "the auditor on Docker")
     layer_files: tuple[Finding, ...] = ()
     layers: str | None = None  # where those layers are, for the report
+    # where it was checked (Swarm): the node its task runs on and that node's engine address
+    node: str | None = None
+    engine: str | None = None
+    # parts corral cannot check there, said on its line; the rest may still be clean
+    unchecked: tuple[str, ...] = ()
 
     @property
     def tampered(self) -> bool:
@@ -104,6 +109,9 @@ class InstanceFinding:
             "rootfs": self.rootfs,
             "layer_files": [f.to_json() for f in self.layer_files],
             "layers": self.layers,
+            "node": self.node,
+            "engine": self.engine,
+            "unchecked": list(self.unchecked),
         }
 
 

@@ -1,28 +1,27 @@
 """Instances corral cannot audit from here: reported `not audited`, with the reason, never
 `clean` (a clean report must mean that corral looked).
 
-Swarm tasks run on other nodes' engines, and a Kubernetes pod's files are not readable through
-the API corral uses; the local auditor would otherwise compare this host's unpacked image root
-and call the remote instances clean.
+A Kubernetes pod's files are not readable through the API corral uses; the local auditor
+would otherwise compare this host's unpacked image root and call the remote instances clean.
+(Swarm tasks are audited through their node's engine: audit/swarm.py.)
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from corral.audit.live import live_instances
 from corral.audit.report import InstanceFinding
 from corral.state.protocol import StateStore
 from corral.state.records import InstanceState
 
 REASONS = {
-    "swarm": "files and config of swarm tasks are not audited yet (they run on other nodes' "
-    "engines); see docs/architecture.md",
     "kubernetes": "corral cannot read a pod's files through the Kubernetes API",
 }
 
 
 def audits(driver: str) -> bool:
-    """Whether corral audits the instances of `driver` (local and docker do)."""
+    """Whether corral audits the instances of `driver` (local, docker and swarm do)."""
     return driver not in REASONS
 
 
@@ -36,14 +35,7 @@ class UnauditedFleet:
         self, store: StateStore, *, service: str | None = None, full: bool = False
     ) -> list[InstanceFinding]:
         found = []
-        for record in store.list_instances(service):
-            release = store.get_release(record.service, record.release)
-            base = InstanceFinding(
-                instance_id=record.id,
-                service=record.service,
-                release=record.release,
-                image_digest=release.image_digest if release else "",
-            )
+        for record, base in live_instances(store, service):
             if record.state is not InstanceState.RUNNING:
                 found.append(replace(base, skipped=f"{record.state} (in a roll-out's hands)"))
             else:

@@ -337,9 +337,14 @@ def logs(
     tail: Annotated[
         int | None, typer.Option(help="the last N lines (default 50; all with --since/--until)")
     ] = None,
+    field: Annotated[
+        list[str] | None,
+        typer.Option(help="only JSON lines whose field KEY (a.b: nested) equals VALUE: KEY=VALUE"),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Output of a service's instances, also those already replaced, interleaved by time."""
+    """Output of a service's instances, also those already replaced, interleaved by time
+    (read through the owning agent's API when that agent runs in another home or host)."""
     ctx = _ctx(spec, env)
     try:
         views.print_logs(
@@ -354,6 +359,7 @@ def logs(
             as_json=as_json,
             since=since,
             until=until,
+            fields=field,
         )
     finally:
         ctx.close()

@@ -76,6 +76,17 @@ def instances(
             results, strangers = audit_docker(
                 ctx.home, ctx.project, env, ctx.store, service=service, full=full
             )
+        elif ctx.spec.driver == "swarm":  # each task through its node's engine
+            from corral.audit.swarm import audit_swarm  # the docker SDK is optional
+
+            results = audit_swarm(
+                ctx.home,
+                ctx.project,
+                env,
+                ctx.store,
+                settings=ctx.spec.driver_settings(),
+                service=service,
+            )
         elif not unaudited.audits(ctx.spec.driver):  # never "clean" where corral cannot look
             results = unaudited.UnauditedFleet(ctx.spec.driver).audit(ctx.store, service=service)
         else:
@@ -110,6 +121,9 @@ def _print_instances(
     shown_roots: set[str] = set()
     for r in results:
         out.print(f"{r.instance_id} ({r.service} r{r.release}): {r.status}")
+        if r.node:  # swarm: where its task runs, and the engine that was asked
+            engine = f"its engine at {r.engine}" if r.engine else "no engine reached"
+            out.print(f"  on node {r.node}: {engine}")
         if r.skipped:
             out.print(f"  skipped: {r.skipped}")
         if r.files and r.rootfs is None:  # a container's own layer (docker)
@@ -136,6 +150,8 @@ def _print_instances(
             out.print(f"  {finding.render()}")
         for why in r.not_audited:
             out.print(f"  not audited: {why}")
+        for why in r.unchecked:
+            out.print(f"  not checked: {why}")
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     out.print(f"{summary or 'nothing audited'} ({took:.2f} s)")
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
+import json
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -16,7 +15,7 @@ from rich.text import Text
 
 from corral.api_schema import EventView, HistoryView, ReleaseDiff, RolloutView, StatusView
 from corral.engine import Context
-from corral.errors import CorralError, SpecError, UsageError
+from corral.errors import CorralError, SpecError
 from corral.images.model import ImageRef
 from corral.state.protocol import StateStore
 from corral.state.records import Event, LockInfo
@@ -303,82 +302,69 @@ def print_logs(
     as_json: bool = False,
     since: str | None = None,
     until: str | None = None,
+    fields: list[str] | None = None,
 ) -> None:
     """Lines of every instance of a service (also replaced ones) interleaved by time, each
-    with the time it was written and its stream; filtered by instance, release, time window
-    and regex. `tail` (default 50, all when a window is given) counts across instances. With
-    --json one object per line, and a line the app wrote as JSON is kept structured."""
-    import json as jsonlib
-    import re
-
+    with the time it was written and its stream; filtered by instance, release, time window,
+    regex and fields of JSON lines (`--field KEY=VALUE`). `tail` (default 50, all when a window
+    is given) counts matching lines across instances. With --json one object per line; a line
+    the app wrote as a JSON object carries it as `fields`. When the environment is run by an
+    agent of another home or host, its logs are read through that agent's API."""
+    from corral.agent.owner import OwnerLogs, foreign_owner
     from corral.agent.runtime import build_driver
-    from corral.logs.read import Entry, Follower, in_window, interleave, parse_moment, records
+    from corral.cli.common import err
+    from corral.logs.query import LogQuery, Page, local_page, sources
+    from corral.logs.structured import readable
 
-    try:
-        start = parse_moment(since) if since else None
-        end = parse_moment(until) if until else None
-    except ValueError as exc:
-        raise UsageError(str(exc), hint="e.g. --since 10m or --since 2026-11-24T10:00:00Z") from exc
-    driver = build_driver(
+    query = LogQuery.parse(
+        service, instance=instance, release=release, grep=grep, since=since, until=until,
+        tail=tail, fields=fields or [],
+    )  # fmt: skip
+    owner = foreign_owner(ctx.store, ctx.home.root)
+    remote = OwnerLogs(owner) if owner is not None else None
+    driver = None if remote is not None else build_driver(
         ctx.home, ctx.project, ctx.environment, ctx.spec.driver, ctx.spec.driver_settings()
-    )
-    pattern = re.compile(grep) if grep else None
+    )  # fmt: skip
 
-    def paths() -> list[tuple[str, str, Path]]:
-        found = []
-        for record in ctx.store.list_instances(service, include_gone=True):
-            if instance and record.id != instance:
+    def read(cursor: str | None) -> Page:
+        if remote is not None:
+            return remote.read(query, cursor)
+        assert driver is not None
+        return local_page(ctx.store, driver, query, cursor)
+
+    def show(page: Page) -> None:
+        if page.omitted:
+            err.print(f"({page.omitted} older matching lines left out: narrow the query)")
+        for row in page.records:
+            if as_json:
+                sys.stdout.write(json.dumps(row) + "\n")
                 continue
-            if release and f"r{record.release}" != release and str(record.release) != release:
-                continue
-            path = driver.log_path(record.id)
-            if path is not None and (path.exists() or path.with_name(path.name + ".1").exists()):
-                found.append((record.id, f"r{record.release}", path))
-        return found
+            head = f"{row['time'] or '-'} {row['instance']} {row['release']} "
+            text = readable(row["fields"]) if row["fields"] is not None else row["line"]
+            style = "red" if row["stream"] == "stderr" else ""
+            console.print(Text(head + "| ", style="dim") + Text(text, style=style))
+        sys.stdout.flush()
 
-    def show(entry: Entry) -> None:
-        rec = entry.record
-        if pattern is not None and not pattern.search(rec.text):
-            return
-        if as_json:
-            row: dict[str, Any] = {
-                "service": service,
-                "instance": entry.instance,
-                "release": entry.release,
-                "time": rec.stamp(),
-                "stream": rec.stream,
-                "line": rec.text,
-            }
-            if rec.text.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    row["fields"] = jsonlib.loads(rec.text)
-            sys.stdout.write(jsonlib.dumps(row) + "\n")
-            sys.stdout.flush()
-        else:
-            head = f"{rec.stamp() or '-'} {entry.instance} {entry.release} "
-            style = "red" if rec.stream == "stderr" else None
-            console.print(Text(head + "| ", style="dim") + Text(rec.text, style=style or ""))
-
-    def entries(iid: str, label: str, found: list[Any]) -> list[Entry]:
-        return [Entry(iid, label, r) for r in found if in_window(r, start, end)]
-
-    followers: dict[str, tuple[str, Follower]] = {}
-    shown = list(interleave(entries(i, lab, list(records(p))) for i, lab, p in paths()))
-    if tail is None:
-        tail = 0 if start or end else 50
-    for entry in shown[-tail:] if tail else shown:
-        show(entry)
-    for instance_id, label, path in paths():
-        followers[instance_id] = (label, Follower(path))
-        followers[instance_id][1].skip_to_end()
-    deadline = time.monotonic() + 24 * 3600
-    while follow and time.monotonic() < deadline:
-        time.sleep(0.5)
-        for instance_id, label, path in paths():
-            followers.setdefault(instance_id, (label, Follower(path)))
-        batch = [entries(i, lab, f.poll()) for i, (lab, f) in sorted(followers.items())]
-        for entry in interleave(batch):
-            show(entry)
+    if (
+        driver is not None
+        and not sources(ctx.store, driver, service)
+        and ctx.store.list_instances(service, include_gone=True)  # they ran in another home
+    ):
+        err.print(
+            f"No log of {service} is on this host under {ctx.home.root}, and no agent is "
+            "recorded for this environment: its logs are where its agent ran."
+        )
+    try:
+        page = read(None)
+        show(page)
+        deadline = time.monotonic() + 24 * 3600
+        while follow and time.monotonic() < deadline:
+            time.sleep(0.5)
+            page = read(page.cursor)
+            show(page)
+    finally:
+        if remote is not None:
+            remote.close()
 
 
 def lock_json(lock: LockInfo | None) -> dict[str, Any]:

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import math
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -38,11 +36,12 @@ from typing import Any
 from corral.audit.docker_config import compare_container, env_marks
 from corral.audit.keys import home_key
 from corral.drivers import docker_secrets, docker_volumes
-from corral.drivers.docker_engine import connect, engine_call, is_not_found, sdk
-from corral.drivers.docker_exec import exec_in_container, kill_exec
+from corral.drivers.docker_common import ID_PATTERN, LABEL, SdkDriver, instance_env, labels
+from corral.drivers.docker_engine import connect, engine_call, is_not_found
+from corral.drivers.docker_exec import exec_in_container
 from corral.drivers.docker_images import ensure_image, forget_image
 from corral.drivers.docker_strangers import Stranger, find_strangers, label_filters
-from corral.drivers.instance_files import create_instance_dir, write_json
+from corral.drivers.instance_files import copy_engine_log, launch_fields, log_tail
 from corral.drivers.protocol import (
     ExecResult,
     LaunchSpec,
@@ -53,21 +52,18 @@ from corral.drivers.protocol import (
 from corral.errors import DriverError
 from corral.images.store import ImageStore
 from corral.logs.format import from_engine
-from corral.logs.retention import Sweeper
-from corral.paths import Home
 
-LABEL = "io.corral."
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_RECORD = "container.json"
 _POLL = 0.05  # seconds between looks at a container we wait for
 _TMPFS = "rw,nosuid,nodev,size=64m"
 _LOG_EVERY = 2.0  # seconds between copies of a running container's log
 
 
-class DockerDriver:
+class DockerDriver(SdkDriver):
     """Instances as containers; they outlive the agent and are adopted through the records."""
 
     name = "docker"
+    _record = "container.json"
+    _runs = "the container it names"
 
     def __init__(
         self,
@@ -79,45 +75,17 @@ class DockerDriver:
         client: Any = None,
         startup_check: float = 0.1,
     ) -> None:
-        sdk()  # a missing SDK is a usage problem (exit 2), found before anything starts
-        self._home = Home(Path(home))
-        self.project = project
-        self.environment = environment
-        self._images = images
+        super().__init__(home, project, environment, images)
         self._client = client  # connected on first use: building a driver needs no engine
         self._startup_check = startup_check  # an exit within this window is a failed start
         self._logs_synced: dict[str, float] = {}  # container id → when its logs were copied
-        self._log_sweeper = Sweeper(self._logs_root())
 
-    # -- the Driver interface -----------------------------------------------------------------
-
-    async def start(self, spec: LaunchSpec) -> ObservedInstance:
-        self._check_spec(spec)
-        return await asyncio.to_thread(self._start, spec)
-
-    async def stop(self, instance_id: str, *, grace: float) -> None:
-        await asyncio.to_thread(self._stop, instance_id, grace)
-
-    async def observe(self) -> list[ObservedInstance]:
-        seen = await asyncio.to_thread(self._observe)
-        return sorted(seen, key=lambda o: (o.service, o.serial, o.instance_id))
-
-    async def forget(self, instance_id: str) -> None:
-        await asyncio.to_thread(self._forget, instance_id)
-
-    def log_path(self, instance_id: str) -> Path | None:
-        record = self._load(instance_id)
-        if record is not None:
-            return self._log_file(str(record["service"]), instance_id)
-        if not _ID_PATTERN.match(instance_id):
-            return None
-        found = sorted(self._logs_root().glob(f"*/{instance_id}.log"))  # forgotten ones
-        return found[0] if found else None
+    # -- the Driver interface (start, stop, observe, forget, log_path: SdkDriver) -------------
 
     async def exec(self, instance_id: str, argv: list[str], timeout: float) -> ExecResult:
         """`docker exec` in the running container: its read-only root, dropped capabilities
         and no-new-privileges apply to the command too (`docker_exec.py`)."""
-        record = self._load(instance_id)
+        record = self._book.load(instance_id)
         if record is None or record.get("removed") or not record.get("container_id"):
             raise DriverError(f"{instance_id} is not running: there is nothing to run a command in")
         data, code, timed_out = await exec_in_container(
@@ -145,22 +113,16 @@ class DockerDriver:
     # -- starting -----------------------------------------------------------------------------
 
     def _check_spec(self, spec: LaunchSpec) -> None:
-        if (spec.project, spec.environment) != (self.project, self.environment):
-            raise DriverError(
-                f"{spec.instance_id} belongs to {spec.project}/{spec.environment}, but this "
-                f"driver runs {self.project}/{self.environment}",
-                hint="Start it through the driver of its own project and environment.",
-            )
         if docker_secrets.file_secrets(spec.secrets):
             docker_secrets.check_possible(spec.instance_id)  # in memory, on this host
-        if not _ID_PATTERN.match(spec.instance_id):
+        if not ID_PATTERN.match(spec.instance_id):
             raise DriverError(
                 f"{spec.instance_id!r} is not a usable instance id",
                 hint="Use letters, digits, '.', '_' and '-' (at most 128), like `web-7`.",
             )
 
     def _start(self, spec: LaunchSpec) -> ObservedInstance:
-        inst_dir = self._instance_dir(spec.instance_id)
+        inst_dir = self._book.dir(spec.instance_id)
         if os.path.lexists(inst_dir):
             raise DriverError(
                 f"instance id {spec.instance_id!r} was already used in "
@@ -171,7 +133,7 @@ class DockerDriver:
         image_id = ensure_image(api, self._images, spec.image_digest, self.project)
         record = _record(spec, image_id, container_name(spec))
         record.update(self._launched(spec))
-        create_instance_dir(inst_dir, _RECORD, record)
+        self._book.create(record)
         try:
             return self._create_and_run(api, spec, record)
         except BaseException:
@@ -187,7 +149,7 @@ class DockerDriver:
     def _launched(self, spec: LaunchSpec) -> dict[str, Any]:
         """What the auditor compares the container with (audit/docker_config.py): every env
         variable by keyed hash (law 5), and the volume binds."""
-        env = {**self._images.info(spec.image_digest).env, **_instance_env(spec)}
+        env = {**self._images.info(spec.image_digest).env, **instance_env(spec)}
         key = home_key(self._home.root)
         files = docker_secrets.file_secrets(spec.secrets)
         secrets_bind = (
@@ -233,7 +195,7 @@ class DockerDriver:
                     command=spec.command,
                     name=record["name"],
                     labels=labels(spec),
-                    environment=_instance_env(spec),
+                    environment=instance_env(spec),
                     ports=[port],
                     host_config=host_config,
                     detach=True,
@@ -249,7 +211,7 @@ class DockerDriver:
                 ensure_image(api, self._images, spec.image_digest, self.project)
                 created = create()
         record["container_id"] = str(created["Id"])
-        write_json(self._instance_dir(spec.instance_id) / _RECORD, record)
+        self._book.write(record)
         with engine_call(f"start container {record['name']}"):
             api.start(record["container_id"])
         inspected = self._running_after(api, record)
@@ -257,10 +219,10 @@ class DockerDriver:
         if not state.get("Running"):
             self._sync_logs(record)
             code = state.get("ExitCode")
-            log = self._log_file(spec.service, spec.instance_id)
+            log = self._book.log_file(spec.service, spec.instance_id)
             raise DriverError(
                 f"{spec.instance_id}: container {record['name']} exited at once with code {code}",
-                hint=f"Last lines of its log ({log}):\n{_tail(log)}",
+                hint=f"Last lines of its log ({log}):\n{log_tail(log)}",
             )
         address = _address(_published(inspected), port)
         if address is None:
@@ -291,7 +253,7 @@ class DockerDriver:
     # -- stopping and forgetting --------------------------------------------------------------
 
     def _stop(self, instance_id: str, grace: float) -> None:
-        record = self._load(instance_id)
+        record = self._book.load(instance_id)
         if record is None or record.get("removed"):
             return
         cid = record.get("container_id")
@@ -307,10 +269,10 @@ class DockerDriver:
         record["exit_code"] = self._exit_code(record)
         self._remove_container(record)
         record["removed"] = True
-        write_json(self._instance_dir(instance_id) / _RECORD, record)
+        self._book.write(record)
 
     def _forget(self, instance_id: str) -> None:
-        record = self._load(instance_id)
+        record = self._book.load(instance_id)
         if record is None:
             return
         if not record.get("removed"):
@@ -321,7 +283,7 @@ class DockerDriver:
                     hint="Stop it first.",
                 )
             self._remove_container(record)
-        shutil.rmtree(self._instance_dir(instance_id))
+        shutil.rmtree(self._book.dir(instance_id))
 
     def _remove_container(self, record: dict[str, Any]) -> None:
         """Copy its logs, then remove the container this record names (by id; by name only
@@ -354,14 +316,12 @@ class DockerDriver:
     # -- observing ----------------------------------------------------------------------------
 
     def _observe(self) -> list[ObservedInstance]:
-        records = list(self._records())
+        records = self._book.all()
         # logs of instances forgotten longer than max_age go (retention, corral.logs)
         self._log_sweeper.maybe({str(r["instance_id"]) for r in records})
         if not records:
             return []
-        filters = {
-            "label": [f"{LABEL}project={self.project}", f"{LABEL}environment={self.environment}"]
-        }
+        filters = label_filters(self.project, self.environment)
         with engine_call("list containers"):
             listed = {c["Id"]: c for c in self._api().containers(all=True, filters=filters)}
         seen = []
@@ -377,7 +337,7 @@ class DockerDriver:
 
     def records(self) -> list[dict[str, Any]]:
         """What corral launched, one record per instance of this project and environment."""
-        return self._records()
+        return self._book.all()
 
     def inspect(self, container_id: str) -> dict[str, Any] | None:
         """`docker inspect` of a container, or None when it no longer exists."""
@@ -396,7 +356,7 @@ class DockerDriver:
         return await asyncio.to_thread(self.find_strangers)
 
     def find_strangers(self) -> list[Stranger]:
-        owned = {str(r.get("container_id")) for r in self._records() if r.get("container_id")}
+        owned = {str(r.get("container_id")) for r in self._book.all() if r.get("container_id")}
         with engine_call("list containers"):
             listed = self._api().containers(
                 all=True, filters=label_filters(self.project, self.environment)
@@ -478,15 +438,15 @@ class DockerDriver:
 
     def _sync_logs(self, record: dict[str, Any], *, every: float = 0.0) -> None:
         """Copy the container's whole log to the instance's log file, each line stamped with
-        the engine's time and its stream (corral.logs.format). The engine's log only grows,
-        so a file of the same size is already up to date. With `every`, at most that often
+        the engine's time and its stream (corral.logs.format), unless the file is up to date
+        (`copy_engine_log`). With `every`, at most that often
         per container (observe runs each tick; a stop or failed start copies at once)."""
         cid = str(record["container_id"])
         now = time.monotonic()
         if every and now - self._logs_synced.get(cid, -every) < every:
             return
         self._logs_synced[cid] = now
-        path = self._log_file(str(record["service"]), str(record["instance_id"]))
+        path = self._book.log_file(str(record["service"]), str(record["instance_id"]))
         api = self._api()
         try:
             with engine_call(f"read the logs of {record['name']}"):
@@ -496,57 +456,14 @@ class DockerDriver:
             if is_not_found(exc):
                 return
             raise
-        data = from_engine(out, err)
-        try:
-            if path.stat().st_size == len(data):
-                return
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        copy_engine_log(path, from_engine(out, err))
 
-    # -- the bookkeeping on disk --------------------------------------------------------------
+    # -- the engine ---------------------------------------------------------------------------
 
     def _api(self) -> Any:
         if self._client is None:
             self._client = connect()
         return self._client.api
-
-    def _instances_root(self) -> Path:
-        return self._home.instances(self.environment) / self.project
-
-    def _instance_dir(self, instance_id: str) -> Path:
-        return self._instances_root() / instance_id
-
-    def _logs_root(self) -> Path:
-        return self._home.logs(self.environment) / self.project
-
-    def _log_file(self, service: str, instance_id: str) -> Path:
-        return self._logs_root() / service / f"{instance_id}.log"
-
-    def _records(self) -> list[dict[str, Any]]:
-        root = self._instances_root()
-        if not root.is_dir():
-            return []
-        found = (self._load(entry.name) for entry in sorted(root.iterdir()))
-        return [record for record in found if record is not None]
-
-    def _load(self, instance_id: str) -> dict[str, Any] | None:
-        """The record of this project's instance `instance_id`, or None (not ours)."""
-        if not _ID_PATTERN.match(instance_id):
-            return None
-        path = self._instance_dir(instance_id) / _RECORD
-        try:
-            record: dict[str, Any] = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise DriverError(
-                f"{path} cannot be read: {exc}",
-                hint="Remove the container it names by hand if it runs, then that directory.",
-            ) from exc
-        return record if record.get("project") == self.project else None
 
 
 def container_name(spec: LaunchSpec) -> str:
@@ -554,30 +471,11 @@ def container_name(spec: LaunchSpec) -> str:
     return f"corral-{spec.project}-{spec.environment}-{spec.service}-{spec.instance_id}"
 
 
-def labels(spec: LaunchSpec) -> dict[str, str]:
-    """What makes a container recognisable as corral's (not what makes it corral's)."""
-    return {
-        LABEL + "project": spec.project,
-        LABEL + "environment": spec.environment,
-        LABEL + "service": spec.service,
-        LABEL + "release": f"r{spec.release}",
-        LABEL + "instance": spec.instance_id,
-        LABEL + "serial": str(spec.serial),
-        LABEL + "image": spec.image_digest,
-    }
-
-
 def _record(spec: LaunchSpec, image_id: str, name: str) -> dict[str, Any]:
     """Written before the container is created. Env *values* stay out (they may hold
     secrets, law 5); the names are enough to debug."""
     return {
-        "instance_id": spec.instance_id,
-        "project": spec.project,
-        "environment": spec.environment,
-        "service": spec.service,
-        "serial": spec.serial,
-        "release": spec.release,
-        "image_digest": spec.image_digest,
+        **launch_fields(spec),
         "image_id": image_id,
         "name": name,
         "command": spec.command,
@@ -586,22 +484,6 @@ def _record(spec: LaunchSpec, image_id: str, name: str) -> dict[str, Any]:
         "port": spec.port,
         "container_id": None,
         "created_at": time.time(),
-    }
-
-
-def _instance_env(spec: LaunchSpec) -> dict[str, str]:
-    """On top of the image's env (the engine merges it). corral's own variables are set last,
-    so the service cannot override them; the names are the local driver's."""
-    return {
-        **spec.env,
-        # `as: env` secrets: visible to `docker inspect` (the spec's docs say so)
-        **{n: v for n, (v, as_) in spec.secrets.items() if as_ == "env"},
-        "PORT": str(spec.port),
-        "SCRATCH": "/scratch",
-        "CORRAL_INSTANCE": spec.instance_id,
-        "CORRAL_SERVICE": spec.service,
-        "CORRAL_RELEASE": f"r{spec.release}",
-        "CORRAL_SERIAL": str(spec.serial),
     }
 
 
@@ -624,16 +506,3 @@ def _address(ports: list[dict[str, Any]], port: int) -> str | None:
         if int(entry.get("PrivatePort", 0)) == port and entry.get("IP") == "127.0.0.1":
             return f"127.0.0.1:{int(entry['PublicPort'])}"
     return None
-
-
-def _kill_exec(api: Any, exec_id: str) -> None:
-    """swarm.py imports it from here; `docker_exec.exec_in_container` does the whole exec."""
-    kill_exec(api, exec_id)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_bytes()[-8192:].decode(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"

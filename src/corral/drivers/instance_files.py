@@ -47,13 +47,21 @@ class InstanceRecords:
     Only the records decide what a driver owns; a record of another project is not read."""
 
     def __init__(
-        self, home: Home, project: str, environment: str, name: str, id_pattern: re.Pattern[str]
+        self,
+        home: Home,
+        project: str,
+        environment: str,
+        name: str,
+        id_pattern: re.Pattern[str],
+        *,
+        runs: str = "what it names",  # for the hint of an unreadable record
     ) -> None:
         self.root = home.instances(environment) / project
         self.logs_root = home.logs(environment) / project
         self.project = project
         self.name = name
         self.id_pattern = id_pattern
+        self.runs = runs
 
     def dir(self, instance_id: str) -> Path:
         return self.root / instance_id
@@ -85,7 +93,7 @@ class InstanceRecords:
         except (OSError, ValueError) as exc:
             raise DriverError(
                 f"{path} cannot be read: {exc}",
-                hint="Remove what it names by hand if it runs, then that directory.",
+                hint=f"Remove {self.runs} by hand if it runs, then that directory.",
             ) from exc
         return record if record.get("project") == self.project else None
 
@@ -100,6 +108,15 @@ class InstanceRecords:
         return found[0] if found else None
 
 
+_OWNER_FIELDS = ("instance_id", "project", "environment", "service", "serial", "release")
+
+
+def launch_fields(spec: LaunchSpec) -> dict[str, Any]:
+    """What every driver's record says first: whose instance it is and what it runs."""
+    owner = {name: getattr(spec, name) for name in _OWNER_FIELDS}
+    return {**owner, "image_digest": spec.image_digest}
+
+
 def check_owner(spec: LaunchSpec, project: str, environment: str) -> None:
     """DriverError unless `spec` belongs to this driver's project and environment."""
     if (spec.project, spec.environment) != (project, environment):
@@ -108,6 +125,20 @@ def check_owner(spec: LaunchSpec, project: str, environment: str) -> None:
             f"driver runs {project}/{environment}",
             hint="Start it through the driver of its own project and environment.",
         )
+
+
+def copy_engine_log(path: Path, data: bytes) -> None:
+    """Replace an instance's log file with `data`, the engine's whole log of it (atomic: a
+    reader sees the old file or the new one). The engine's log only grows, so a file at least
+    as long is already up to date (or `data` lacks the part of a node that is cut off)."""
+    try:
+        if path.stat().st_size >= len(data):
+            return
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -18,10 +18,14 @@ and which one goes (its roll-out strategies, unchanged). Per instance:
 - **observe**: one list of the environment's pods; a pod whose container was restarted by
   the kubelet is reported exited (corral replaces, it does not repair: law 8).
 
+Per service, with a `gateway` in the settings: a Service per release and an HTTPRoute whose
+weights follow corral's router (`set_weights`, called by the executor; kubernetes_traffic.py).
+
 Ownership is what corral recorded (`instances/<env>/<project>/<id>/pod.json`: ReplicaSet,
-pod name and uid), never what a pod's labels claim. Logs are copied from the API when an
-instance stops or fails to start (`kubectl logs` shows a running pod's). Exec checks are not
-supported yet (the API's exec needs a websocket upgrade).
+pod name and uid), never what a pod's labels claim. Logs are copied from the API into the
+instance's log file: a running pod's at most every 2 s on observe, and at once when it stops
+or fails to start (kubernetes_logs.py). Exec checks run through the API's exec websocket
+(kubernetes_exec.py).
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corral.drivers.instance_files import InstanceRecords, check_owner, log_tail
+from corral.drivers.instance_files import InstanceRecords, check_owner, launch_fields, log_tail
 from corral.drivers.kubernetes_api import Cluster
+from corral.drivers.kubernetes_exec import SecretValues, exec_in_pod
+from corral.drivers.kubernetes_logs import PodLogs
 from corral.drivers.kubernetes_manifests import (
     DELETION_COST,
     LABEL,
@@ -49,7 +55,14 @@ from corral.drivers.kubernetes_manifests import (
     replica_set_name,
     secret,
 )
-from corral.drivers.protocol import LaunchSpec, ObservedInstance, ObservedState
+from corral.drivers.kubernetes_traffic import RouteKeeper
+from corral.drivers.protocol import (
+    ExecResult,
+    LaunchSpec,
+    ObservedInstance,
+    ObservedState,
+    exec_output,
+)
 from corral.errors import DriverError
 from corral.paths import Home
 
@@ -74,6 +87,7 @@ class KubernetesDriver:
         startup_check: float = 0.5,
         pod_timeout: float = 300.0,
         poll: float = 0.2,
+        log_every: float = 2.0,
     ) -> None:
         given = dict(settings or {})
         self._settings = ClusterSettings.from_settings(given)
@@ -88,6 +102,14 @@ class KubernetesDriver:
         self._pod_timeout = pod_timeout  # scheduling + image pull + start, bounded
         self._poll = poll
         self._locks: dict[str, asyncio.Lock] = {}  # per ReplicaSet: scale and claim in turn
+        self._logs = PodLogs(self._cluster, every=log_every)
+        self._secret_values = SecretValues(self._cluster)  # for exec output's redaction
+        # an HTTPRoute only where the user named the Gateway it attaches to
+        self._routes = (
+            RouteKeeper(self._cluster, project, environment, self._settings)
+            if given.get("gateway")
+            else None
+        )
 
     # -- the Driver interface -----------------------------------------------------------------
 
@@ -133,7 +155,26 @@ class KubernetesDriver:
         pods = await self._cluster.list("Pod", environment_labels(self.project, self.environment))
         by_uid = {_meta(p).get("uid"): p for p in pods}
         seen = [self._observed(r, by_uid.get(r.get("pod_uid"))) for r in records]
+        await asyncio.gather(
+            *(
+                self._sync_logs(r)
+                for r, o in zip(records, seen, strict=True)
+                if o.state is ObservedState.RUNNING
+            )
+        )
+        if self._routes is not None:
+            await self._routes.retry()
         return sorted(seen, key=lambda o: (o.service, o.serial, o.instance_id))
+
+    async def set_weights(self, service: str, weights: dict[int, int]) -> None:
+        """The service's HTTPRoute carries `weights` (release → percent) to a Service per
+        release; empty: its route and Services go. A no-op without a `gateway` setting."""
+        if self._routes is None:
+            return
+        ports = {
+            int(r["release"]): int(r["port"]) for r in self._records() if r["service"] == service
+        }
+        await self._routes.set_weights(service, weights, ports)
 
     async def forget(self, instance_id: str) -> None:
         record = self._load(instance_id)
@@ -147,10 +188,25 @@ class KubernetesDriver:
                 )
             await self._retire(record, 0)  # its pod restarts on its own: it must go
         shutil.rmtree(self._instance_dir(instance_id))
+        self._logs.forget(instance_id)
         await self._drop_idle_replica_set(str(record["replica_set"]))
 
     def log_path(self, instance_id: str) -> Path | None:
         return self._book.log_path(instance_id)
+
+    async def exec(self, instance_id: str, argv: list[str], timeout: float) -> ExecResult:
+        """Run `argv` in the pod's app container (the API's exec: kubernetes_exec.py), with
+        the pod's files, env and security context; secret values redacted from the output."""
+        record = self._load(instance_id)
+        pod = await self._pod(record) if record is not None else None
+        if record is None or self._observed(record, pod).state is not ObservedState.RUNNING:
+            raise DriverError(f"{instance_id} is not running: there is nothing to run a command in")
+        assert pod is not None
+        data, code, timed_out = await exec_in_pod(
+            self._cluster.http(), self._settings.namespace, str(record["pod"]), argv, timeout
+        )
+        secrets = await self._secret_values.of(pod)
+        return ExecResult(code, exec_output(data, secrets), timed_out=timed_out)
 
     async def close(self) -> None:
         await self._cluster.close()
@@ -242,7 +298,7 @@ class KubernetesDriver:
             pod = await self._pod(record)
             failed = _failure(pod, int(record.get("restarts", 0)))
             if failed is not None:
-                log = await self._sync_logs(record)
+                log = await self._sync_logs(record, now=True)
                 raise DriverError(
                     f"{record['instance_id']}: pod {record['pod']} {failed}",
                     hint=f"Last lines of its log ({log}):\n{log_tail(log)}",
@@ -281,9 +337,14 @@ class KubernetesDriver:
         async with self._lock(rs_name):
             pod = await self._pod(record)
             if pod is not None:
-                await self._sync_logs(record)
+                await self._sync_logs(record, now=True)
                 cost = {"metadata": {"annotations": {DELETION_COST: _LOWEST_COST}}}
-                await self._cluster.merge_patch("Pod", _meta(pod)["name"], cost)
+                # a scale-down made for a sibling's stop may have taken this pod meanwhile
+                if (
+                    await self._cluster.merge_patch_if_there("Pod", _meta(pod)["name"], cost)
+                    is None
+                ):
+                    pod = None
             await self._scale(rs_name)
             if pod is not None:
                 await self._cluster.delete(
@@ -348,13 +409,12 @@ class KubernetesDriver:
             node=(pod.get("spec") or {}).get("nodeName") if pod is not None else None,
         )
 
-    async def _sync_logs(self, record: dict[str, Any]) -> Path:
+    async def _sync_logs(self, record: dict[str, Any], *, now: bool = False) -> Path:
         path = self._log_file(str(record["service"]), str(record["instance_id"]))
         if record.get("pod"):
-            text = await self._cluster.log(str(record["pod"]))
-            if text:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+            instance_id = str(record["instance_id"])
+            lock = self._instance_dir(instance_id) / "log.lock"
+            await self._logs.sync(instance_id, str(record["pod"]), path, lock, now=now)
         return path
 
     # -- the bookkeeping on disk --------------------------------------------------------------
@@ -420,13 +480,7 @@ def _release_source(spec: LaunchSpec) -> ReleaseSource:
 def _record(spec: LaunchSpec, rs_name: str, namespace: str) -> dict[str, Any]:
     """Written before anything is made. Names only, never env or secret values (law 5)."""
     return {
-        "instance_id": spec.instance_id,
-        "project": spec.project,
-        "environment": spec.environment,
-        "service": spec.service,
-        "serial": spec.serial,
-        "release": spec.release,
-        "image_digest": spec.image_digest,
+        **launch_fields(spec),
         "namespace": namespace,
         "replica_set": rs_name,
         "port": spec.port,

@@ -34,12 +34,17 @@ def client_library() -> ModuleType:
 def _kinds() -> dict[str, Any]:
     core = importlib.import_module("lightkube.resources.core_v1")
     apps = importlib.import_module("lightkube.resources.apps_v1")
+    generic = importlib.import_module("lightkube.generic_resource")
     return {
         "Pod": core.Pod,
         "Secret": core.Secret,
         "PersistentVolumeClaim": core.PersistentVolumeClaim,
         "Service": core.Service,
         "ReplicaSet": apps.ReplicaSet,
+        # a CRD lightkube has no model of; registering it also lets codecs.from_dict read one
+        "HTTPRoute": generic.create_namespaced_resource(
+            "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"
+        ),
     }
 
 
@@ -97,7 +102,7 @@ class Cluster:
             with self._call(f"read {kind} {name}"):
                 found = await self._api().get(self._kinds[kind], name, namespace=self.namespace)
         except DriverError as exc:
-            if _status(exc) == 404:
+            if api_status(exc) == 404:
                 return None
             raise
         return _plain(found)
@@ -118,7 +123,7 @@ class Cluster:
             with self._call(f"create {obj['kind']} {obj['metadata']['name']}"):
                 made = await self._api().create(resource, namespace=self.namespace)
         except DriverError as exc:
-            if _status(exc) == 409:
+            if api_status(exc) == 409:
                 return None
             raise
         return _plain(made)
@@ -135,6 +140,17 @@ class Cluster:
             )
         return _plain(done)
 
+    async def merge_patch_if_there(
+        self, kind: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """`merge_patch`, or None when the object is gone (a pod deleted meanwhile)."""
+        try:
+            return await self.merge_patch(kind, name, patch)
+        except DriverError as exc:
+            if api_status(exc) == 404:
+                return None
+            raise
+
     async def delete(self, kind: str, name: str, *, grace: int | None = None) -> None:
         try:
             with self._call(f"delete {kind} {name}"):
@@ -142,22 +158,37 @@ class Cluster:
                     self._kinds[kind], name, namespace=self.namespace, grace_period=grace
                 )
         except DriverError as exc:
-            if _status(exc) != 404:
+            if api_status(exc) != 404:
                 raise
 
-    async def log(self, pod: str) -> str:
-        """The pod's app container's log so far ('' when the pod or its log is gone)."""
+    async def log(self, pod: str, since_time: str | None = None) -> str:
+        """The pod's app container's log, each line stamped by the kubelet (RFC 3339, UTC),
+        from `since_time` on (inclusive) or from its start ('' when the pod or its log is
+        gone). lightkube's own `log` only takes sinceSeconds, which the two clocks would skew,
+        so the request is made with its generic client, as its `log` makes it."""
+        params = {"container": "app", "timestamps": "true", "sinceTime": since_time}
+        core = importlib.import_module("lightkube.resources.core_v1")
         try:
             with self._call(f"read the log of pod {pod}"):
-                lines = [
-                    line
-                    async for line in self._api().log(
-                        pod, namespace=self.namespace, container="app"
-                    )
-                ]
+                generic = self._api()._client
+                request = generic.prepare_request(
+                    "get",
+                    core.PodLog,
+                    name=pod,
+                    namespace=self.namespace,
+                    params={k: v for k, v in params.items() if v is not None},
+                )
+                response = await generic.send(generic.build_adapter_request(request))
+                generic.raise_for_status(response)
+                text: str = response.text
         except DriverError:
             return ""
-        return "".join(lines)
+        return text
+
+    def http(self) -> Any:
+        """lightkube's own HTTP client (httpx, with the cluster's server, TLS and credentials),
+        for the calls lightkube has no method for (exec's websocket)."""
+        return self._api()._client._client
 
     async def close(self) -> None:
         if self._client is not None:
@@ -170,7 +201,8 @@ def _plain(resource: Any) -> dict[str, Any]:
     return data
 
 
-def _status(exc: DriverError) -> int | None:
+def api_status(exc: DriverError) -> int | None:
+    """The HTTP status of the API's refusal behind `exc` (None: it was not one)."""
     cause = exc.__cause__
     status = getattr(cause, "status", None)
     code = getattr(status, "code", None)

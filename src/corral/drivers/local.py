@@ -53,7 +53,7 @@ from typing import Any
 
 import psutil
 
-from corral.drivers.instance_files import create_instance_dir, write_json
+from corral.drivers.instance_files import create_instance_dir, launch_fields, write_json
 from corral.drivers.protocol import (
     EXEC_READ_LIMIT,
     ExecResult,
@@ -641,13 +641,7 @@ def _launch_record(spec: LaunchSpec, *, command: list[str], port: int) -> dict[s
     """The LaunchSpec as written ahead of spawning. Env *values* stay out: they may hold
     secrets, which never rest in clear on disk (law 5); the names are enough to debug."""
     return {
-        "instance_id": spec.instance_id,
-        "project": spec.project,
-        "environment": spec.environment,
-        "service": spec.service,
-        "serial": spec.serial,
-        "release": spec.release,
-        "image_digest": spec.image_digest,
+        **launch_fields(spec),
         "command": command,
         "env_names": sorted(spec.env),
         "secret_names": sorted(spec.secrets),  # names only: values never touch disk

@@ -120,6 +120,21 @@ class Driver(Protocol):
         ...
 
 
+@runtime_checkable
+class SplitsTraffic(Protocol):
+    """Optional driver capability: an engine's own traffic layer kept in step with corral's
+    router (kubernetes: a Service per release and a Gateway API HTTPRoute). The executor calls
+    it after each change of the router's split; a driver without it needs nothing more."""
+
+    async def set_weights(self, service: str, weights: dict[int, int]) -> None:
+        """`weights`: release number → its percent of the service's traffic, for every
+        release with live instances (all 0 while none is ready); a release left out has been
+        retired. Empty: the service is not routed (any route of it goes). Idempotent.
+
+        Raises DriverError when the engine refused; the caller says so and calls again."""
+        ...
+
+
 EXEC_OUTPUT_LIMIT = 4096  # bytes of a command's output kept: enough to say why a check failed
 
 

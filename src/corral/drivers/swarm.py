@@ -38,23 +38,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import math
-import os
 import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from corral.audit.launched import launched_env_marks
 from corral.drivers import docker_volumes, swarm_secrets
-from corral.drivers.docker import _instance_env, _kill_exec, _tail, labels
+from corral.drivers.docker_common import ID_PATTERN, LABEL, SdkDriver, instance_env, labels
 from corral.drivers.docker_engine import engine_call, is_not_found, sdk
+from corral.drivers.docker_exec import exec_in_container
 from corral.drivers.docker_images import ensure_image, image_tag
-from corral.drivers.instance_files import create_instance_dir, write_json
+from corral.drivers.docker_strangers import label_filters
+from corral.drivers.instance_files import copy_engine_log, launch_fields, log_tail
 from corral.drivers.protocol import (
-    EXEC_READ_LIMIT,
     ExecResult,
     LaunchSpec,
     ObservedInstance,
@@ -66,14 +66,9 @@ from corral.drivers.swarm_tasks import TaskView, node_is_up, on_a_down_node, tas
 from corral.errors import DriverError
 from corral.images.store import ImageStore
 from corral.logs.format import from_engine
-from corral.logs.retention import Sweeper
-from corral.paths import Home
 
 log = logging.getLogger(__name__)
 
-LABEL = "io.corral."
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_RECORD = "service.json"
 _NAME_LIMIT = 63  # Swarm service names are DNS labels
 _POLL = 0.2
 _TMPFS_BYTES = 64 * 1024 * 1024
@@ -85,10 +80,12 @@ _LOG_EVERY = 2.0  # seconds between copies of one instance's log on observe
 _LOG_TIMEOUT = 3  # seconds of silence before a log read gives up (a node cut off)
 
 
-class SwarmDriver:
+class SwarmDriver(SdkDriver):
     """Instances as one-replica Swarm services; adopted across agents through the records."""
 
     name = "swarm"
+    _record = "service.json"
+    _runs = "the swarm service it names"
 
     def __init__(
         self,
@@ -100,56 +97,20 @@ class SwarmDriver:
         settings: dict[str, Any] | None = None,
         startup_check: float = 0.5,
     ) -> None:
-        sdk()  # a missing SDK is a usage problem (exit 2), found before anything starts
-        self._home = Home(Path(home))
-        self.project = project
-        self.environment = environment
-        self._images = images
+        super().__init__(home, project, environment, images)
         self.engines = SwarmEngines(settings or {})
         self._startup_check = startup_check
         self._logged_at: dict[str, float] = {}
-        self._log_sweeper = Sweeper(self._logs_root())
 
-    # -- the Driver interface -----------------------------------------------------------------
-
-    async def start(self, spec: LaunchSpec) -> ObservedInstance:
-        self._check_spec(spec)
-        return await asyncio.to_thread(self._start, spec)
-
-    async def stop(self, instance_id: str, *, grace: float) -> None:
-        await asyncio.to_thread(self._stop, instance_id, grace)
-
-    async def observe(self) -> list[ObservedInstance]:
-        seen = await asyncio.to_thread(self._observe)
-        return sorted(seen, key=lambda o: (o.service, o.serial, o.instance_id))
-
-    async def forget(self, instance_id: str) -> None:
-        await asyncio.to_thread(self._forget, instance_id)
-
-    def log_path(self, instance_id: str) -> Path | None:
-        record = self._load(instance_id)
-        if record is not None:
-            return self._log_file(str(record["service"]), instance_id)
-        if not _ID_PATTERN.match(instance_id):
-            return None
-        found = sorted(self._logs_root().glob(f"*/{instance_id}.log"))  # forgotten ones
-        return found[0] if found else None
+    # -- the Driver interface (start, stop, observe, forget, log_path: SdkDriver) -------------
 
     async def exec(self, instance_id: str, argv: list[str], timeout: float) -> ExecResult:
         """`docker exec` in the task's container through its node's engine (which must be one
         of `node_engines`); the container's read-only root and dropped capabilities apply."""
         api, container, record = await asyncio.to_thread(self._running_container, instance_id)
-        with engine_call(f"exec in {record['name']}"):
-            exec_id = api.exec_create(container, argv, stdout=True, stderr=True)["Id"]
-        task = asyncio.ensure_future(asyncio.to_thread(_exec_read, api, exec_id))
-        try:
-            data, code = await asyncio.wait_for(asyncio.shield(task), timeout)
-            timed_out = False
-        except TimeoutError:
-            await asyncio.to_thread(_kill_exec, api, exec_id)
-            data, code, timed_out = b"", 124, True
-            with contextlib.suppress(Exception):
-                data = (await asyncio.wait_for(task, 5.0))[0]
+        data, code, timed_out = await exec_in_container(
+            api, container, argv, timeout, name=record["name"]
+        )
         secrets = await asyncio.to_thread(self._env_secret_values, record)
         return ExecResult(code, exec_output(data, secrets), timed_out=timed_out)
 
@@ -157,18 +118,16 @@ class SwarmDriver:
         """Close the connections to the engines (instances keep running)."""
         self.engines.close()
 
+    def records(self) -> list[dict[str, Any]]:
+        """What corral launched, one record per instance (for the auditor, audit/swarm.py)."""
+        return self._book.all()
+
     # -- starting -----------------------------------------------------------------------------
 
     def _check_spec(self, spec: LaunchSpec) -> None:
-        if (spec.project, spec.environment) != (self.project, self.environment):
-            raise DriverError(
-                f"{spec.instance_id} belongs to {spec.project}/{spec.environment}, but this "
-                f"driver runs {self.project}/{self.environment}",
-                hint="Start it through the driver of its own project and environment.",
-            )
-        if not _ID_PATTERN.match(spec.instance_id):
+        if not ID_PATTERN.match(spec.instance_id):
             raise DriverError(f"invalid instance id {spec.instance_id!r}")
-        if self._instance_dir(spec.instance_id).exists():
+        if self._book.dir(spec.instance_id).exists():
             raise DriverError(
                 f"instance id {spec.instance_id} was already used; ids are never reused",
                 hint="Start a new instance under a new id.",
@@ -177,14 +136,15 @@ class SwarmDriver:
     def _start(self, spec: LaunchSpec) -> ObservedInstance:
         manager = self.engines.manager()
         self._load_image(spec.image_digest)
-        inst_dir = self._instance_dir(spec.instance_id)
+        inst_dir = self._book.dir(spec.instance_id)
         record = _record(spec, service_name(spec))
-        create_instance_dir(inst_dir, _RECORD, record)
+        record["env_marks"] = launched_env_marks(self._images, self._home.root, spec)  # audit
+        self._book.create(record)
         try:
             with swarm_secrets.SECRETS_LOCK:
                 refs = swarm_secrets.file_secrets(manager, spec)
                 record["swarm_secrets"] = [ref["SecretName"] for ref in refs]
-                write_json(inst_dir / _RECORD, record)
+                self._book.write(record)
                 with engine_call(f"create swarm service {record['name']}"):
                     created = manager.create_service(
                         self._task_template(spec, refs),
@@ -199,7 +159,7 @@ class SwarmDriver:
                         },
                     )
             record["service_id"] = str(created["ID"])
-            write_json(inst_dir / _RECORD, record)
+            self._book.write(record)
             return self._running_after_start(spec, record)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -245,7 +205,7 @@ class SwarmDriver:
         container = ContainerSpec(
             image_tag(self.project, spec.image_digest),
             args=spec.command,  # like `docker run IMAGE CMD…`: the image's entrypoint stays
-            env=[f"{k}={v}" for k, v in _instance_env(spec).items()],
+            env=[f"{k}={v}" for k, v in instance_env(spec).items()],
             labels=labels(spec),
             mounts=tmpfs + volumes,
             secrets=secret_refs or None,
@@ -316,17 +276,17 @@ class SwarmDriver:
         status = task.get("Status", {})
         code = (status.get("ContainerStatus") or {}).get("ExitCode")
         self._sync_logs(record, force=True)
-        log = self._log_file(spec.service, spec.instance_id)
+        log = self._book.log_file(spec.service, spec.instance_id)
         why = f"exited at once with code {code}" if code else f"was refused: {status.get('Err')}"
         return DriverError(
             f"{spec.instance_id}: swarm task of {record['name']} {why}",
-            hint=f"Last lines of its log ({log}):\n{_tail(log)}",
+            hint=f"Last lines of its log ({log}):\n{log_tail(log)}",
         )
 
     # -- stopping and forgetting --------------------------------------------------------------
 
     def _stop(self, instance_id: str, grace: float) -> None:
-        record = self._load(instance_id)
+        record = self._book.load(instance_id)
         if record is None or record.get("removed"):
             return
         service_id = record.get("service_id") or self._created_unrecorded(record)
@@ -335,7 +295,7 @@ class SwarmDriver:
             record["exit_code"] = self._scale_to_zero(record, grace)
         self._remove_service(record)
         record["removed"] = True
-        write_json(self._instance_dir(instance_id) / _RECORD, record)
+        self._book.write(record)
 
     def _scale_to_zero(self, record: dict[str, Any], grace: float) -> int | None:
         """Swarm stops the task (no restart: it is no longer wanted); the node's engine is asked
@@ -367,7 +327,7 @@ class SwarmDriver:
         return task_view(service, tasks, {}, int(record["port"])).exit_code
 
     def _forget(self, instance_id: str) -> None:
-        record = self._load(instance_id)
+        record = self._book.load(instance_id)
         if record is None:
             return
         if not record.get("removed"):
@@ -379,7 +339,7 @@ class SwarmDriver:
                     hint="Stop it first.",
                 )
             self._remove_service(record)
-        shutil.rmtree(self._instance_dir(instance_id))
+        shutil.rmtree(self._book.dir(instance_id))
         self._logged_at.pop(instance_id, None)
 
     def _remove_service(self, record: dict[str, Any]) -> None:
@@ -413,15 +373,13 @@ class SwarmDriver:
     # -- observing ----------------------------------------------------------------------------
 
     def _observe(self) -> list[ObservedInstance]:
-        records = self._records()
+        records = self._book.all()
         # logs of instances forgotten longer than max_age go (retention, corral.logs)
         self._log_sweeper.maybe({str(r["instance_id"]) for r in records})
         if not records:
             return []
         manager = self.engines.manager()
-        filters = {
-            "label": [f"{LABEL}project={self.project}", f"{LABEL}environment={self.environment}"]
-        }
+        filters = label_filters(self.project, self.environment)
         with engine_call("list swarm services"):
             services = {s["ID"]: s for s in manager.services(filters=filters)}
         ids = [str(r["service_id"]) for r in records if r.get("service_id") in services]
@@ -487,7 +445,7 @@ class SwarmDriver:
         return self.engines.api_of_node(str(node_id)) if node_id else None
 
     def _running_container(self, instance_id: str) -> tuple[Any, str, dict[str, Any]]:
-        record = self._load(instance_id)
+        record = self._book.load(instance_id)
         if record is None or record.get("removed") or not record.get("service_id"):
             raise DriverError(f"{instance_id} is not running: there is nothing to run a command in")
         service, tasks = self._service_and_tasks(record)
@@ -521,7 +479,7 @@ class SwarmDriver:
         if not force and now - self._logged_at.get(instance_id, -_LOG_EVERY) < _LOG_EVERY:
             return
         self._logged_at[instance_id] = now
-        path = self._log_file(str(record["service"]), instance_id)
+        path = self._book.log_file(str(record["service"]), instance_id)
         try:
             with engine_call(f"read the logs of {record['name']}"):
                 data = _read_service_logs(self.engines.manager(), str(record["service_id"]))
@@ -529,51 +487,7 @@ class SwarmDriver:
             if is_not_found(exc) or isinstance(exc, DriverError):
                 return  # logs are best effort: a node that is down cannot send its part
             raise
-        try:
-            if path.stat().st_size >= len(data):  # the same, or a node's part is missing now
-                return
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-
-    # -- the bookkeeping on disk --------------------------------------------------------------
-
-    def _instances_root(self) -> Path:
-        return self._home.instances(self.environment) / self.project
-
-    def _instance_dir(self, instance_id: str) -> Path:
-        return self._instances_root() / instance_id
-
-    def _logs_root(self) -> Path:
-        return self._home.logs(self.environment) / self.project
-
-    def _log_file(self, service: str, instance_id: str) -> Path:
-        return self._logs_root() / service / f"{instance_id}.log"
-
-    def _records(self) -> list[dict[str, Any]]:
-        root = self._instances_root()
-        if not root.is_dir():
-            return []
-        found = (self._load(entry.name) for entry in sorted(root.iterdir()))
-        return [record for record in found if record is not None]
-
-    def _load(self, instance_id: str) -> dict[str, Any] | None:
-        """The record of this project's instance `instance_id`, or None (not ours)."""
-        if not _ID_PATTERN.match(instance_id):
-            return None
-        path = self._instance_dir(instance_id) / _RECORD
-        try:
-            record: dict[str, Any] = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise DriverError(
-                f"{path} cannot be read: {exc}",
-                hint="Remove the swarm service it names by hand if it runs, then that directory.",
-            ) from exc
-        return record if record.get("project") == self.project else None
+        copy_engine_log(path, data)  # not when shorter: a node's part may be missing now
 
 
 def service_name(spec: LaunchSpec) -> str:
@@ -590,13 +504,7 @@ def service_name(spec: LaunchSpec) -> str:
 def _record(spec: LaunchSpec, name: str) -> dict[str, Any]:
     """Written before the service is created. Values stay out (law 5): names only."""
     return {
-        "instance_id": spec.instance_id,
-        "project": spec.project,
-        "environment": spec.environment,
-        "service": spec.service,
-        "serial": spec.serial,
-        "release": spec.release,
-        "image_digest": spec.image_digest,
+        **launch_fields(spec),
         "image": image_tag(spec.project, spec.image_digest),
         "name": name,
         "command": spec.command,
@@ -616,13 +524,6 @@ def _is_live(task: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> bool:
         return False
     node = nodes.get(str(task.get("NodeID") or ""))
     return node is None if not task.get("NodeID") else node is not None and node_is_up(node)
-
-
-def _exec_read(api: Any, exec_id: str) -> tuple[bytes, int]:
-    with engine_call("read an exec's output"):
-        data: bytes = api.exec_start(exec_id)
-        code = api.exec_inspect(exec_id).get("ExitCode")
-    return data[:EXEC_READ_LIMIT], 127 if code is None else int(code)
 
 
 def _read_service_logs(api: Any, service_id: str) -> bytes:

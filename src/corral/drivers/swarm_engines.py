@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.drivers.docker_engine import connect, engine_call
-from corral.errors import UsageError
+from corral.errors import DriverError, UsageError
 
 
 class SwarmEngines:
@@ -81,10 +81,20 @@ class SwarmEngines:
             return self._nodes[host].api
 
     def _map_nodes(self) -> None:
-        """Ask every known engine which swarm node it is ("" stands for the manager)."""
+        """Ask every known engine not yet mapped which swarm node it is ("" stands for the
+        manager). A node engine that does not answer is skipped: its node is lost or cut, and
+        the instances on the other nodes must stay reachable; the manager must answer."""
+        mapped = set(self._node_ids.values())
         for host in ["", *self.node_hosts]:
-            api = self.manager() if host == "" else self._node(host)
-            with engine_call(f"ask the engine at {host or 'the manager'} which node it is"):
-                node_id = str((api.info().get("Swarm") or {}).get("NodeID") or "")
+            if host in mapped:
+                continue
+            try:
+                api = self.manager() if host == "" else self._node(host)
+                with engine_call(f"ask the engine at {host or 'the manager'} which node it is"):
+                    node_id = str((api.info().get("Swarm") or {}).get("NodeID") or "")
+            except DriverError:
+                if host == "":
+                    raise
+                continue
             if node_id:
                 self._node_ids.setdefault(node_id, host)

@@ -78,10 +78,15 @@ class Follower:
     """New complete lines of one instance's log since the last poll, across rotations: when
     the live file was rotated, the rest of the old one (now `.1`) is read first."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, position: tuple[int, int] = (0, 0)) -> None:
         self.path = path
-        self._inode = 0
-        self._offset = 0
+        self._inode, self._offset = position
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """(inode, offset) after the last line read: a new Follower given it reads on from
+        there (what a log cursor carries between polls)."""
+        return self._inode, self._offset
 
     def skip_to_end(self) -> None:
         try:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from corral.drivers.protocol import Driver, LaunchSpec
+from corral.drivers.protocol import Driver, LaunchSpec, SplitsTraffic
 from corral.errors import CorralError, DriverError, MetricsError
 from corral.rollout import progress
 from corral.rollout.analysis import MetricsSource, RouterMetrics, judge
@@ -152,6 +152,28 @@ def weigh(backends: list[Backend], split: tuple[int, int] | None) -> list[Backen
     ]
 
 
+def shares(routed: list[Backend], releases: set[int]) -> dict[int, int]:
+    """Each release's percent of the traffic the routed backends get (largest remainder, so
+    they sum to 100); a release in `releases` with nothing routed gets 0."""
+    totals = dict.fromkeys(releases, 0)
+    for backend in routed:
+        number = int(backend.release.removeprefix("r"))
+        totals[number] = totals.get(number, 0) + backend.weight
+    whole = sum(totals.values())
+    if whole == 0:
+        return totals
+    exact = {r: 100 * w / whole for r, w in totals.items()}
+    split = {r: int(v) for r, v in exact.items()}
+    by_remainder = sorted(exact, key=lambda r: (split[r] - exact[r], r))
+    for number in by_remainder[: 100 - sum(split.values())]:
+        split[number] += 1
+    return split
+
+
+def _split_text(split: dict[int, int]) -> str:
+    return ", ".join(f"r{r} {w}%" for r, w in sorted(split.items())) or "no route"
+
+
 def describe(step: Step) -> str:
     if isinstance(step, Start):
         return f"start {len(step.serials)} of r{step.release}"
@@ -262,8 +284,34 @@ class Executor:
             await self.router.set_backends(
                 preview_route(service), [b for b in ready if b.release == label]
             )
+        routed = None
         if service in self.router.routes():
-            await self.router.set_backends(service, weigh(ready, self.book.weights.get(service)))
+            routed = weigh(ready, self.book.weights.get(service))
+            await self.router.set_backends(service, routed)
+        await self._split_traffic(service, routed)
+
+    async def _split_traffic(self, service: str, routed: list[Backend] | None) -> None:
+        """An engine's own traffic layer follows the router's split (kubernetes: an
+        HTTPRoute). A refusal does not stop the roll-out: it is an event, and the driver
+        tries again (on its next observe, and at the next sync)."""
+        if not isinstance(self.driver, SplitsTraffic):
+            return
+        live = {
+            r.release
+            for r in self.store.list_instances(service)
+            if r.state in (InstanceState.PENDING, InstanceState.RUNNING)
+        }
+        split = {} if routed is None else shares(routed, live)
+        try:
+            await self.driver.set_weights(service, split)
+        except DriverError as exc:
+            self.emit(
+                "route.split_failed",
+                f"{service}: the engine's route was not set to "
+                f"{_split_text(split)}: {exc}; corral tries again",
+                service=service,
+                data={"weights": {f"r{r}": w for r, w in split.items()}},
+            )
 
     # -- roll-out ---------------------------------------------------------------------------
 

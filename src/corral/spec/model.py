@@ -605,8 +605,10 @@ class KubernetesSettings(_Strict):
         description="registry (and path) the cluster pulls corral's images from, by digest, "
         "e.g. registry.example.com/team; you push them there (`skopeo copy oci:… docker://…`)",
     )
-    gateway: str = Field(
-        default="corral", description="the Gateway API Gateway that exported HTTPRoutes attach to"
+    gateway: str | None = Field(
+        default=None,
+        description="the Gateway API Gateway HTTPRoutes attach to; when set, the driver keeps "
+        "one HTTPRoute per routed service weighted as corral's router (export: `corral`)",
     )
     storage_class: str | None = Field(
         default=None, description="storage class of volume claims; default: the cluster's"

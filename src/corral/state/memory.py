@@ -290,6 +290,21 @@ class InMemoryStateStore:
             known = self._data.releases.get(service, [])
             return [detached(r) for r in sorted(known, key=lambda r: r.number)]
 
+    def releases_in_use(self) -> list[Release]:
+        with self._backend.mutex:
+            data = self._data
+            wanted = {(s.name, s.current_release) for s in data.services.values()}
+            wanted |= {
+                (i.service, i.release) for i in data.instances.values() if i.state in LIVE_STATES
+            }
+            found = [
+                detached(r)
+                for known in data.releases.values()
+                for r in known
+                if (r.service, r.number) in wanted
+            ]
+        return sorted(found, key=lambda r: (r.service, r.number))
+
     # services
 
     def put_service(self, record: ServiceRecord) -> None:

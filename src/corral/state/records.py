@@ -160,3 +160,4 @@ class AgentRecord:
     socket: str
     started_at: float
     heartbeat_at: float
+    api: str = ""  # its HTTP API's URL for other hosts and homes (--ui-port); '' when none

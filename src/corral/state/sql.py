@@ -227,6 +227,7 @@ agents = Table(
     Column("socket", Text, nullable=False),
     Column("started_at", Double, nullable=False),
     Column("heartbeat_at", Double, nullable=False),
+    Column("api", Text, nullable=False, server_default=""),  # revision 0004
 )
 
 # Revision 0003: secret versions, ciphertext only (law 5); the key never comes here.
@@ -523,6 +524,29 @@ class SqlStateStore:
                 .order_by(releases.c.number)
             ).all()
         return [_record(Release, r, config=json.loads) for r in rows]
+
+    def releases_in_use(self) -> list[Release]:
+        def names_it(table: Table, service: str, number: str) -> Any:  # the outer release row
+            return (
+                (table.c.env == releases.c.env)
+                & (table.c[service] == releases.c.service)
+                & (table.c[number] == releases.c.number)
+            )
+
+        current = select(services.c.name).where(names_it(services, "name", "current_release"))
+        live = select(instances.c.id).where(
+            names_it(instances, "service", "release")
+            & instances.c.state.in_(sorted(s.value for s in LIVE_STATES))
+        )
+        with self._reading() as conn:  # one query for all services: status reads it per view
+            rows = conn.execute(
+                select(releases).where(
+                    (releases.c.env == self.env) & (current.exists() | live.exists())
+                )
+            ).all()
+        found = [_record(Release, r, config=json.loads) for r in rows]
+        # sorted here, not in SQL: the order must not depend on the database's collation
+        return sorted(found, key=lambda r: (r.service, r.number))
 
     # services
 

@@ -41,3 +41,16 @@ def bind_ui(host: str, port: int) -> socket.socket:
     sock.set_inheritable(False)
     log.info("dashboard at http://%s:%d/ui", host, sock.getsockname()[1])
     return sock
+
+
+def advertised_url(host: str, port: int) -> str:
+    """The URL other homes and hosts reach this listener at, recorded in the state's agent
+    record (`corral logs` elsewhere reads through it). A wildcard bind names no one address
+    the Host check would accept, so it advertises nothing: bind a concrete --ui-host."""
+    bare = host.strip("[]")
+    try:
+        if ipaddress.ip_address(bare).is_unspecified:
+            return ""
+    except ValueError:
+        pass  # a name: it is what clients put in Host, and the Guard accepts it
+    return f"http://[{bare}]:{port}" if ":" in bare else f"http://{bare}:{port}"
