@@ -356,12 +356,16 @@ class DockerDriver(SdkDriver):
         return await asyncio.to_thread(self.find_strangers)
 
     def find_strangers(self) -> list[Stranger]:
-        owned = {str(r.get("container_id")) for r in self._book.all() if r.get("container_id")}
+        # listed before the records are read: a start that creates a container meanwhile has
+        # recorded its name (then its id) before the engine could list it
         with engine_call("list containers"):
             listed = self._api().containers(
                 all=True, filters=label_filters(self.project, self.environment)
             )
-        return find_strangers(listed, owned)
+        records = self._book.all()
+        owned = {str(r["container_id"]) for r in records if r.get("container_id")}
+        creating = {str(r["name"]) for r in records if not r.get("container_id")}
+        return find_strangers(listed, owned, creating)
 
     def recreated_evidence(self, record: dict[str, Any]) -> str | None:
         with engine_call("list containers"):

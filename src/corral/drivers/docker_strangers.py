@@ -41,14 +41,18 @@ def label_filters(project: str, environment: str) -> dict[str, list[str]]:
     }
 
 
-def find_strangers(listed: Iterable[Mapping[str, Any]], owned: Collection[str]) -> list[Stranger]:
-    """The listed containers (the engine's list API shape) whose ids no record holds."""
+def find_strangers(
+    listed: Iterable[Mapping[str, Any]], owned: Collection[str], creating: Collection[str] = ()
+) -> list[Stranger]:
+    """The listed containers (the engine's list API shape) whose ids no record holds.
+    `creating`: the names of records whose container is being created (no id recorded yet):
+    a start in flight is corral's, not a stranger."""
     found = []
     for container in listed:
-        if container["Id"] in owned:
+        names = container.get("Names") or [""]
+        if container["Id"] in owned or str(names[0]).lstrip("/") in creating:
             continue
         labels = container.get("Labels") or {}
-        names = container.get("Names") or [""]
         found.append(
             Stranger(
                 container_id=str(container["Id"]),
