@@ -87,7 +87,7 @@ class BusyboxHarness:
         return f"{name}-{self.token}"
 
     def driver(self, environment: str = "test", project: str = "proj", **kwargs: Any) -> Driver:
-        options = {k: v for k, v in kwargs.items() if k == "startup_check"}
+        options = {k: v for k, v in kwargs.items() if k in ("startup_check", "log_policy")}
         made = self.make(self.project(project), environment, **options)
         self.drivers.append(made)
         return made  # type: ignore[no-any-return]

@@ -19,7 +19,9 @@ from corral.drivers.docker import LABEL, DockerDriver
 from corral.drivers.protocol import Driver, ObservedInstance, ObservedState
 from corral.drivers.registry import create_driver
 from corral.errors import DriverError, PrerequisiteError
+from corral.logs.engine_copy import ENGINE_LOG_FLOOR
 from corral.logs.format import parse
+from corral.logs.retention import LogPolicy
 from tests.conformance.docker_harness import DockerHarness, engine_unavailable
 from tests.conformance.driver_fixtures import http_get
 
@@ -165,6 +167,35 @@ async def test_output_reaches_the_log_file_and_outlives_the_container(
     log = driver.log_path("web-1")
     assert log is not None and "hello from web-1" in log.read_text()
     assert docker.containers() == []  # stop removed the container; its log stays
+
+
+async def test_log_copies_append_only_new_lines_and_rotate_by_the_policy(
+    docker: DockerHarness,
+) -> None:
+    """Each copy asks the engine for the lines since the last one: none twice, none lost,
+    the file rotated at the spec's max_size, and the engine's own log capped alike."""
+    driver = docker.driver(log_policy=LogPolicy(max_size=4096))
+    chatty = "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); sleep 0.01; done; sleep 60"
+    started = await driver.start(docker.spec("web-1", command=["/bin/sh", "-c", chatty]))
+    host = docker.client.api.inspect_container(started.driver_ref)["HostConfig"]
+    assert host["LogConfig"]["Type"] == "json-file"  # bounded, never below what a copy needs
+    assert host["LogConfig"]["Config"] == {"max-size": str(ENGINE_LOG_FLOOR), "max-file": "2"}
+
+    deadline = time.monotonic() + 30
+    path = driver.log_path("web-1")
+    assert path is not None
+    while True:  # observe copies while the app writes: many small appends
+        await driver.observe()
+        if path.exists() and "line-299" in path.read_text():
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.3)
+    rotated = path.with_name(path.name + ".1")
+    assert rotated.exists() and path.stat().st_size <= 4096
+    lines = [parse(line).text for f in (rotated, path) for line in f.read_text().splitlines()]
+    numbers = [int(text.removeprefix("line-")) for text in lines if text.startswith("line-")]
+    assert numbers == sorted(set(numbers))  # in order, none twice
+    assert numbers[-1] == 299 and numbers == list(range(numbers[0], 300))  # none lost since
 
 
 async def test_stop_sends_sigterm_first_then_kills_after_grace(docker: DockerHarness) -> None:

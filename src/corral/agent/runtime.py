@@ -35,12 +35,18 @@ def build_driver(
     driver: str = "local",
     settings: dict[str, Any] | None = None,
 ) -> Driver:
-    """The driver called `driver`, with its spec settings (`swarm:`, `kubernetes:`)."""
+    """The driver called `driver`, with its spec settings (`swarm:`, `kubernetes:`, and
+    `logs:`, which every driver's log copies rotate by)."""
+    from corral.logs.retention import LogPolicy
+
     images = image_store(home)
+    settings = dict(settings or {})
+    logs = settings.pop("logs", None)
+    policy = LogPolicy.from_settings(logs) if logs else None
     if driver == "docker":  # imported here: the docker SDK is an optional dependency
         from corral.drivers.docker import DockerDriver
 
-        return DockerDriver(home.root, project, environment, images)
+        return DockerDriver(home.root, project, environment, images, log_policy=policy)
     if driver in ("swarm", "kubernetes"):
         return create_driver(
             driver,
@@ -48,7 +54,8 @@ def build_driver(
             project=project,
             environment=environment,
             images=images,
-            settings=settings or {},
+            settings=settings,
+            log_policy=policy,
         )
 
     def resolve(digest: str) -> ImageRuntime:
@@ -61,10 +68,6 @@ def build_driver(
             has_os=info.has_os,  # a busybox-based image runs on its own /bin, not the host's
         )
 
-    from corral.logs.retention import LogPolicy
-
-    logs = (settings or {}).get("logs")
-    policy = LogPolicy.from_settings(logs) if logs else None
     return LocalDriver(home.root, project, environment, resolve, log_policy=policy)
 
 

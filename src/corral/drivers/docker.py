@@ -41,7 +41,7 @@ from corral.drivers.docker_engine import connect, engine_call, is_not_found
 from corral.drivers.docker_exec import exec_in_container
 from corral.drivers.docker_images import ensure_image, forget_image
 from corral.drivers.docker_strangers import Stranger, find_strangers, label_filters
-from corral.drivers.instance_files import copy_engine_log, launch_fields, log_tail
+from corral.drivers.instance_files import launch_fields, log_tail
 from corral.drivers.protocol import (
     ExecResult,
     LaunchSpec,
@@ -51,7 +51,10 @@ from corral.drivers.protocol import (
 )
 from corral.errors import DriverError
 from corral.images.store import ImageStore
+from corral.logs import engine_copy
+from corral.logs.engine_copy import engine_log_options
 from corral.logs.format import from_engine
+from corral.logs.retention import LogPolicy
 
 _POLL = 0.05  # seconds between looks at a container we wait for
 _TMPFS = "rw,nosuid,nodev,size=64m"
@@ -74,8 +77,9 @@ class DockerDriver(SdkDriver):
         *,
         client: Any = None,
         startup_check: float = 0.1,
+        log_policy: LogPolicy | None = None,
     ) -> None:
-        super().__init__(home, project, environment, images)
+        super().__init__(home, project, environment, images, log_policy)
         self._client = client  # connected on first use: building a driver needs no engine
         self._startup_check = startup_check  # an exit within this window is a failed start
         self._logs_synced: dict[str, float] = {}  # container id → when its logs were copied
@@ -187,6 +191,8 @@ class DockerDriver(SdkDriver):
                 cap_drop=["ALL"],
                 init=True,
                 restart_policy={"Name": "no"},
+                # the engine's own copy stays bounded too (corral keeps the central one)
+                log_config={"type": "json-file", "config": engine_log_options(self.log_policy)},
             )
 
             def create() -> Any:
@@ -441,26 +447,35 @@ class DockerDriver(SdkDriver):
         return int(state.get("ExitCode", 0))
 
     def _sync_logs(self, record: dict[str, Any], *, every: float = 0.0) -> None:
-        """Copy the container's whole log to the instance's log file, each line stamped with
-        the engine's time and its stream (corral.logs.format), unless the file is up to date
-        (`copy_engine_log`). With `every`, at most that often
-        per container (observe runs each tick; a stop or failed start copies at once)."""
+        """Append what the container logged since the last copy to the instance's log file,
+        each line stamped with the engine's time and its stream (corral.logs.engine_copy).
+        With `every`, at most that often per container (observe runs each tick; a stop or a
+        failed start copies at once)."""
         cid = str(record["container_id"])
         now = time.monotonic()
         if every and now - self._logs_synced.get(cid, -every) < every:
             return
         self._logs_synced[cid] = now
-        path = self._book.log_file(str(record["service"]), str(record["instance_id"]))
+        instance_id = str(record["instance_id"])
+        path = self._book.log_file(str(record["service"]), instance_id)
         api = self._api()
-        try:
-            with engine_call(f"read the logs of {record['name']}"):
-                out: bytes = api.logs(cid, stdout=True, stderr=False, timestamps=True)
-                err: bytes = api.logs(cid, stdout=False, stderr=True, timestamps=True)
-        except Exception as exc:
-            if is_not_found(exc):
-                return
-            raise
-        copy_engine_log(path, from_engine(out, err))
+        with engine_copy.copying(self._book.dir(instance_id) / engine_copy.LOCK_NAME) as mine:
+            if not mine:
+                return  # another process (the CLI's observe, the agent's) is copying them
+            after = engine_copy.last_stamp(path)
+            # inclusive, and a µs early against float rounding: newer_than drops what repeats
+            since = {} if after is None else {"since": after / 1e9 - 1e-6}
+            try:
+                with engine_call(f"read the logs of {record['name']}"):
+                    out: bytes = api.logs(cid, stdout=True, stderr=False, timestamps=True, **since)
+                    err: bytes = api.logs(cid, stdout=False, stderr=True, timestamps=True, **since)
+            except Exception as exc:
+                if is_not_found(exc):
+                    return
+                raise
+            data = engine_copy.newer_than(from_engine(out, err), after)
+            if data:
+                engine_copy.append(path, data, self.log_policy)
 
     # -- the engine ---------------------------------------------------------------------------
 

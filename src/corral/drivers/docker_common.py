@@ -12,7 +12,7 @@ from corral.drivers.docker_engine import sdk
 from corral.drivers.instance_files import InstanceRecords, check_owner
 from corral.drivers.protocol import LaunchSpec, ObservedInstance
 from corral.images.store import ImageStore
-from corral.logs.retention import Sweeper
+from corral.logs.retention import LogPolicy, Sweeper
 from corral.paths import Home
 
 LABEL = "io.corral."
@@ -27,7 +27,14 @@ class SdkDriver:
     _record: str  # the name of the record file in each instance's directory
     _runs: str  # what a record names, for the hint of one that cannot be read
 
-    def __init__(self, home: Path, project: str, environment: str, images: ImageStore) -> None:
+    def __init__(
+        self,
+        home: Path,
+        project: str,
+        environment: str,
+        images: ImageStore,
+        log_policy: LogPolicy | None = None,
+    ) -> None:
         sdk()  # a missing SDK is a usage problem (exit 2), found before anything starts
         self._home = Home(Path(home))
         self.project = project
@@ -36,8 +43,10 @@ class SdkDriver:
         self._book = InstanceRecords(
             self._home, project, environment, self._record, ID_PATTERN, runs=self._runs
         )
-        # logs of instances forgotten longer than max_age go (retention, corral.logs)
-        self._log_sweeper = Sweeper(self._book.logs_root)
+        # copies of the engine's logs rotate by size; logs of instances forgotten longer than
+        # max_age go (retention, corral.logs)
+        self.log_policy = log_policy or LogPolicy()
+        self._log_sweeper = Sweeper(self._book.logs_root, self.log_policy)
 
     async def start(self, spec: LaunchSpec) -> ObservedInstance:
         check_owner(spec, self.project, self.environment)

@@ -127,20 +127,6 @@ def check_owner(spec: LaunchSpec, project: str, environment: str) -> None:
         )
 
 
-def copy_engine_log(path: Path, data: bytes) -> None:
-    """Replace an instance's log file with `data`, the engine's whole log of it (atomic: a
-    reader sees the old file or the new one). The engine's log only grows, so a file at least
-    as long is already up to date (or `data` lacks the part of a node that is cut off)."""
-    try:
-        if path.stat().st_size >= len(data):
-            return
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def log_tail(path: Path, lines: int = 15) -> str:
     """The last lines of an instance's log, for an error that says why it failed."""
     try:

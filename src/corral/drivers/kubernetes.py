@@ -64,6 +64,7 @@ from corral.drivers.protocol import (
     exec_output,
 )
 from corral.errors import DriverError
+from corral.logs.retention import LogPolicy
 from corral.paths import Home
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")  # a label value
@@ -88,6 +89,7 @@ class KubernetesDriver:
         pod_timeout: float = 300.0,
         poll: float = 0.2,
         log_every: float = 2.0,
+        log_policy: LogPolicy | None = None,
     ) -> None:
         given = dict(settings or {})
         self._settings = ClusterSettings.from_settings(given)
@@ -102,7 +104,7 @@ class KubernetesDriver:
         self._pod_timeout = pod_timeout  # scheduling + image pull + start, bounded
         self._poll = poll
         self._locks: dict[str, asyncio.Lock] = {}  # per ReplicaSet: scale and claim in turn
-        self._logs = PodLogs(self._cluster, every=log_every)
+        self._logs = PodLogs(self._cluster, every=log_every, policy=log_policy)
         self._secret_values = SecretValues(self._cluster)  # for exec output's redaction
         # an HTTPRoute only where the user named the Gateway it attaches to
         self._routes = (

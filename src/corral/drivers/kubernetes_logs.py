@@ -17,19 +17,13 @@ instance's directory, so the agent and a CLI observing at once never copy a line
 from __future__ import annotations
 
 import calendar
-import contextlib
-import fcntl
 import math
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from corral.drivers.kubernetes_api import Cluster
-from corral.logs.format import parse
-from corral.logs.retention import LogPolicy, files_of, rotate
-
-_TAIL = 64 * 1024  # bytes read from a file's end to find its last stamp
+from corral.logs import engine_copy
+from corral.logs.retention import LogPolicy
 
 
 def nanos(stamp: str) -> int | None:
@@ -64,44 +58,6 @@ def stored_lines(text: str, after: int | None) -> tuple[bytes, int | None, str |
     return b"".join(out), last, last_raw
 
 
-def _last_stamp(path: Path) -> int | None:
-    """The stamp (ns) of the last stamped line of the instance's log (the live file, or the
-    rotated one when the live file has none yet)."""
-    for each in reversed(files_of(path)):
-        try:
-            with each.open("rb") as file:
-                size = file.seek(0, 2)
-                file.seek(max(0, size - _TAIL))
-                lines = file.read().decode(errors="replace").splitlines()
-        except FileNotFoundError:
-            continue
-        for line in reversed(lines):
-            moment = parse(line).time
-            if moment is not None:
-                return calendar.timegm(moment.utctimetuple()) * 10**9 + moment.microsecond * 1000
-    return None
-
-
-@contextlib.contextmanager
-def _copying(lock: Path) -> Iterator[bool]:
-    """Whether this process may copy now: the CLI's observe (plan, apply) and the agent's may
-    run at once, and two copies of the same lines would both be appended. Without the
-    instance's directory (it is being removed) there is no one to race with."""
-    if not lock.parent.is_dir():
-        yield True
-        return
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False  # the other one is copying: it will have done it
-            return
-        yield True
-    finally:
-        os.close(fd)
-
-
 class PodLogs:
     """Incremental copies of pods' logs, one file per instance."""
 
@@ -121,10 +77,12 @@ class PodLogs:
         if not now and moment - self._read_at.get(instance_id, -math.inf) < self.every:
             return
         self._read_at[instance_id] = moment
-        with _copying(lock) as mine:
+        with engine_copy.copying(lock) as mine:
             if not mine:
                 return
-            after = _last_stamp(path)  # the file says what was copied, by whichever process
+            after = engine_copy.last_stamp(
+                path
+            )  # the file says what was copied, by whichever process
             known = self._copied.get(instance_id)
             if known is not None and after is not None and known[0] // 1000 == after // 1000:
                 since: str | None = known[1]  # the kubelet's own stamp, to the nanosecond
@@ -134,24 +92,13 @@ class PodLogs:
             data, last, last_raw = stored_lines(text, after)
             if not data:
                 return
-            self._append(path, data)
+            engine_copy.append(path, data, self.policy)
             if last is not None and last_raw is not None:
                 self._copied[instance_id] = (last, last_raw)
 
     def forget(self, instance_id: str) -> None:
         self._read_at.pop(instance_id, None)
         self._copied.pop(instance_id, None)
-
-    def _append(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if self.policy.should_rotate(size, len(data), time.time(), time.time()):
-            rotate(path)
-        with path.open("ab") as file:
-            file.write(data)
 
 
 def _since(at: int) -> str:

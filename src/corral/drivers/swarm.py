@@ -53,7 +53,7 @@ from corral.drivers.docker_engine import engine_call, is_not_found, sdk
 from corral.drivers.docker_exec import exec_in_container
 from corral.drivers.docker_images import ensure_image, image_tag
 from corral.drivers.docker_strangers import label_filters
-from corral.drivers.instance_files import copy_engine_log, launch_fields, log_tail
+from corral.drivers.instance_files import launch_fields, log_tail
 from corral.drivers.protocol import (
     ExecResult,
     LaunchSpec,
@@ -65,7 +65,10 @@ from corral.drivers.swarm_engines import SwarmEngines
 from corral.drivers.swarm_tasks import TaskView, node_is_up, on_a_down_node, task_view
 from corral.errors import DriverError
 from corral.images.store import ImageStore
+from corral.logs import engine_copy
+from corral.logs.engine_copy import engine_log_options
 from corral.logs.format import from_engine
+from corral.logs.retention import LogPolicy
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +99,9 @@ class SwarmDriver(SdkDriver):
         *,
         settings: dict[str, Any] | None = None,
         startup_check: float = 0.5,
+        log_policy: LogPolicy | None = None,
     ) -> None:
-        super().__init__(home, project, environment, images)
+        super().__init__(home, project, environment, images, log_policy)
         self.engines = SwarmEngines(settings or {})
         self._startup_check = startup_check
         self._logged_at: dict[str, float] = {}
@@ -220,6 +224,8 @@ class SwarmDriver(SdkDriver):
             # Swarm restarts a crashed task and reschedules one off a lost node; an app that
             # exits 0 has ended on purpose and is left ended (corral replaces it)
             restart_policy=RestartPolicy(condition="on-failure", delay=int(1e9)),
+            # the engine's own copy stays bounded too (corral keeps the central one)
+            log_driver=types.DriverConfig("json-file", engine_log_options(self.log_policy)),
             placement=Placement(constraints=[f"node.id=={pinned}"]) if pinned else None,
         )
 
@@ -472,22 +478,31 @@ class SwarmDriver(SdkDriver):
         return [value for name, value in pairs if name in names]
 
     def _sync_logs(self, record: dict[str, Any], *, force: bool = False) -> None:
-        """Copy the service's whole log (all its tasks, through the manager) to the instance's
-        log file, at most every _LOG_EVERY seconds unless forced."""
+        """Append what the service (all its tasks, through the manager) logged since the last
+        copy to the instance's log file (corral.logs.engine_copy), at most every _LOG_EVERY
+        seconds unless forced."""
         instance_id = str(record["instance_id"])
         now = time.monotonic()
         if not force and now - self._logged_at.get(instance_id, -_LOG_EVERY) < _LOG_EVERY:
             return
         self._logged_at[instance_id] = now
         path = self._book.log_file(str(record["service"]), instance_id)
-        try:
-            with engine_call(f"read the logs of {record['name']}"):
-                data = _read_service_logs(self.engines.manager(), str(record["service_id"]))
-        except Exception as exc:
-            if is_not_found(exc) or isinstance(exc, DriverError):
-                return  # logs are best effort: a node that is down cannot send its part
-            raise
-        copy_engine_log(path, data)  # not when shorter: a node's part may be missing now
+        with engine_copy.copying(self._book.dir(instance_id) / engine_copy.LOCK_NAME) as mine:
+            if not mine:
+                return  # another process (the CLI's observe, the agent's) is copying them
+            after = engine_copy.last_stamp(path)
+            try:
+                with engine_call(f"read the logs of {record['name']}"):
+                    data = _read_service_logs(
+                        self.engines.manager(), str(record["service_id"]), after
+                    )
+            except Exception as exc:
+                if is_not_found(exc) or isinstance(exc, DriverError):
+                    return  # logs are best effort: a node that is down cannot send its part
+                raise
+            data = engine_copy.newer_than(data, after)
+            if data:
+                engine_copy.append(path, data, self.log_policy)
 
 
 def service_name(spec: LaunchSpec) -> str:
@@ -526,11 +541,11 @@ def _is_live(task: dict[str, Any], nodes: dict[str, dict[str, Any]]) -> bool:
     return node is None if not task.get("NodeID") else node is not None and node_is_up(node)
 
 
-def _read_service_logs(api: Any, service_id: str) -> bytes:
-    """The service's whole log through the manager, each line stamped with the engine's time
-    and its stream (corral.logs.format), read with a timeout: the SDK's own `service_logs`
-    streams without one, and the manager waits forever for the part of a node that is cut
-    off (DriverError then, through engine_call)."""
+def _read_service_logs(api: Any, service_id: str, after: int | None) -> bytes:
+    """The service's log through the manager since `after` (ns; all of it when None), each
+    line stamped with the engine's time and its stream (corral.logs.format), read with a
+    timeout: the SDK's own `service_logs` streams without one, and the manager waits forever
+    for the part of a node that is cut off (DriverError then, through engine_call)."""
     url = api._url("/services/{0}/logs", service_id)
 
     def one(stream: str) -> bytes:
@@ -541,6 +556,8 @@ def _read_service_logs(api: Any, service_id: str) -> bytes:
             "timestamps": 1,
             "tail": "all",
         }
+        if after is not None:  # inclusive, a µs early: newer_than drops what repeats
+            params["since"] = f"{after / 1e9 - 1e-6:.6f}"
         response = api._get(url, params=params, stream=False, timeout=_LOG_TIMEOUT)
         return bytes(api._get_result_tty(False, response, False))  # demultiplexed
 

@@ -105,7 +105,11 @@ def append(path: Path, data: bytes, policy: LogPolicy) -> None:
         file.write(data)
 
 
+ENGINE_LOG_FLOOR = 16 * 1000**2  # the engine's log is the buffer between two copies
+
+
 def engine_log_options(policy: LogPolicy) -> dict[str, str]:
     """Options of the engine's `json-file` log driver that bound its own copy of a
-    container's output like corral's (each file up to max_size, one older file kept)."""
-    return {"max-size": str(policy.max_size), "max-file": "2"}
+    container's output: two files of the spec's max_size, but never less than what a chatty
+    app writes between two copies (lines the engine rotated away before a copy are lost)."""
+    return {"max-size": str(max(policy.max_size, ENGINE_LOG_FLOOR)), "max-file": "2"}

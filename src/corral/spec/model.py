@@ -713,6 +713,7 @@ class Spec(_Strict):
         settings = (
             getattr(self, self.driver, None) if self.driver in ("swarm", "kubernetes") else None
         )
-        if self.logs is not None and self.driver == "local":  # the local driver's collectors
-            return {"logs": self.logs.model_dump()}
-        return settings.model_dump() if settings is not None else {}
+        chosen = settings.model_dump() if settings is not None else {}
+        if self.logs is not None:  # every driver's copies of its instances' logs rotate by it
+            chosen["logs"] = self.logs.model_dump()
+        return chosen
