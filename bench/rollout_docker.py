@@ -1,8 +1,10 @@
 """corral vs a naive script vs Docker Swarm: 10 busybox containers v1 → v2 on one engine.
 
 - corral: `driver: docker`, rolling max_surge 2 / max_unavailable 0, health-gated (its own
-  HTTP probe), under keep-alive load paced at 400 requests/s through its router; figure: the
-  agent's seconds to all-new (rollout.succeeded) and the failed requests.
+  HTTP probe), under keep-alive load paced at 400 requests/s through its router; figures:
+  seconds to all-new (from rollout.started to the last v2 instance ready and routed, when the
+  last old ones leave routing), to the roll-out's end (rollout.succeeded: the old ones
+  drained and stopped too), and the failed requests.
 - naive: the docker SDK replaces containers one at a time (start new, wait until its HTTP
   health answers, remove old); same images, same probe; no load (it has no router).
 - swarm: `docker service update --update-parallelism 2 --update-order start-first
@@ -116,11 +118,20 @@ class Bench:
             time.sleep(0.3)
         v2 = self.tag(self.corral_image(), "v2")
         events = json.loads(self.corral("events", "--json", "--limit", "1000").stdout)["events"]
+        began = [e for e in events if e["kind"] == "rollout.started"][-1]["ts"]
         rollout = [e for e in events if e["kind"] == "rollout.succeeded"][-1]["data"]
+        # all-new: the last r2 instance ready and routed (the old ones leave routing then), as
+        # Swarm's figure is "all tasks run v2"; the roll-out ends once the old ones stopped
+        ready = [
+            e["ts"]
+            for e in events
+            if e["kind"] == "instance.ready" and e["ts"] >= began and e["data"]["release"] == 2
+        ]
         self.corral("destroy")
         self.corral("agent", "stop")
         return {
-            "seconds": rollout["seconds"],
+            "seconds": round(max(ready) - began, 3),
+            "ended_s": rollout["seconds"],
             "apply_s": round(applied, 2),
             "requests": load.ok + load.failed,
             "rate": round(load.rate, 1),
@@ -297,6 +308,7 @@ def main() -> None:
         f"{'corral (rolling, max_surge 2)':<34}{corral['seconds']:>14.2f}"
         f"{corral['requests']:>10}{corral['rate']:>8}{corral['failed']:>8}"
     )
+    print(f"{'  … and the old ones stopped':<34}{corral['ended_s']:>14.2f}")
     print(
         f"{'naive SDK script (one by one)':<34}{naive['seconds']:>14.2f}{'—':>10}{'—':>8}{'—':>8}"
     )
@@ -314,6 +326,7 @@ def main() -> None:
             {
                 "replicas": n,
                 "corral_s": corral["seconds"],
+                "corral_ended_s": corral["ended_s"],
                 "corral_requests": corral["requests"],
                 "corral_rate": corral["rate"],
                 "corral_failed": corral["failed"],

@@ -1,8 +1,9 @@
 """Roll-outs on a real 3-node Docker Swarm (tests/swarm_lab.py): 12 busybox instances v1 → v2.
 
 - corral, `driver: swarm`: rolling (max_surge 2, max_unavailable 0), then canary, health-gated
-  by corral's own HTTP probe, under bounded keep-alive load through corral's router on
-  127.0.0.1; figure: the agent's seconds to all-new (rollout.succeeded) and failed requests.
+  by corral's own HTTP probe, under bounded keep-alive load (paced at 400 requests/s)
+  through corral's router on 127.0.0.1; figure: the agent's seconds to all-new
+  (rollout.succeeded) and failed requests.
 - Swarm's own `docker service update --update-parallelism 2 --update-order start-first`,
   health-gated by a HEALTHCHECK (same path, 100 ms); figure: seconds until all tasks run v2.
   Swarm's routing mesh needs IPVS (not in this kernel), so its traffic goes straight to the
@@ -52,6 +53,11 @@ NATIVE_SERVE = (
 )
 
 
+# requests/s for both, through corral's router and straight to Swarm's tasks: an unpaced load
+# would take a core of this 2-core machine from the engines being measured
+LOAD_RATE = 400.0
+
+
 class DiscoveringLoad(Load):
     """Bounded load straight to the tasks' host-mode ports; the task list is re-read every
     0.5 s from the manager (Swarm has no front door here: its mesh needs IPVS)."""
@@ -63,6 +69,7 @@ class DiscoveringLoad(Load):
             max_seconds=max_seconds,
             keep_alive=False,
             json_body=False,
+            pace=LOAD_RATE,
         )
         self.lab, self.service = lab, service
         self.endpoints = lab.endpoints(service)
@@ -178,7 +185,8 @@ class CorralRun:
 
     def roll(self, version: str, strategy: str) -> dict[str, Any]:
         self.write(version, strategy)
-        with Load(f"http://127.0.0.1:{self.port}/", clients=8, max_seconds=300) as load:
+        url = f"http://127.0.0.1:{self.port}/"
+        with Load(url, clients=8, max_seconds=300, pace=LOAD_RATE) as load:
             time.sleep(1.0)
             self.corral("apply")
             time.sleep(0.3)

@@ -73,7 +73,7 @@ from corral.logs.retention import LogPolicy
 log = logging.getLogger(__name__)
 
 _NAME_LIMIT = 63  # Swarm service names are DNS labels
-_POLL = 0.2
+_POLL = 0.1
 _TMPFS_BYTES = 64 * 1024 * 1024
 _STOP_GRACE = 10.0  # Swarm's own stop grace; corral's shorter grace goes to the node engine
 _START_DEADLINE = 120.0  # scheduling, loading from the node's image store, starting
@@ -98,7 +98,7 @@ class SwarmDriver(SdkDriver):
         images: ImageStore,
         *,
         settings: dict[str, Any] | None = None,
-        startup_check: float = 0.5,
+        startup_check: float = 0.2,
         log_policy: LogPolicy | None = None,
     ) -> None:
         super().__init__(home, project, environment, images, log_policy)
