@@ -107,3 +107,37 @@ async def test_an_instance_away_longer_than_its_start_timeout_is_dead(tmp_path: 
     assert "instance.exited" in kinds(agent)
     assert routed(agent) == []
     agent.moves.close()
+
+
+async def test_a_task_away_when_the_agent_restarts_is_followed_by_its_successor(
+    tmp_path: Path,
+) -> None:
+    """The successor (`agent restart`, or a killed agent) finds the record without an address
+    (law 7: cleared before anything else): it follows the move on, never replaces it."""
+    agent, driver = await fleet(tmp_path)
+    driver.away("web-1", exit_code=137)
+    await agent._observe_once()
+    agent.moves.close()
+    successor = Agent(
+        home=Home(tmp_path),
+        project="p",
+        environment="dev",
+        store=agent.store,
+        driver=driver,
+        router=agent.router,
+    )
+    await successor._observe_once()  # still away: not dead, not announced twice
+    assert "web-1" not in successor.book.dead
+    assert kinds(successor).count("instance.away") == 1
+
+    new = driver.reschedule("web-1")
+    await successor._observe_once()
+    moved = [e for e in successor.store.list_events() if e.kind == "instance.moved"]
+    assert len(moved) == 1 and moved[0].data["to_address"] == new
+    for _ in range(200):  # bounded: the probe runs every 10 ms
+        if routed(successor) == [new]:
+            break
+        await asyncio.sleep(0.01)
+    assert routed(successor) == [new]
+    assert "web-1" not in successor.book.dead and "instance.exited" not in kinds(successor)
+    successor.moves.close()

@@ -59,6 +59,11 @@ class Moves:
         if seen is None:
             return False
         away = self._away.get(record.id)
+        if away is None and not record.address and seen.state is not ObservedState.EXITED:
+            # it left routing under the agent before this one (which cleared its address
+            # first, law 7, and said so): follow it on, do not take it for a fresh loss
+            away = self._away[record.id] = _Away(time.monotonic(), None, None)
+            self.book.mark_unready(record.id, "the engine is bringing it back")
         if away is None and seen.state is ObservedState.RUNNING and seen.address == record.address:
             self._nodes[record.id] = seen.node
         moved = (
