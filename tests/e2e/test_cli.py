@@ -70,6 +70,7 @@ def test_missing_bwrap_is_exit_2_naming_the_package(fleet: Fleet) -> None:
     assert processes_of(fleet.home) == []
 
 
+@pytest.mark.slow  # over ~5 s: in `make test`, not the fast subset
 def test_saved_plan_applies_and_is_refused_once_stale(fleet: Fleet) -> None:
     plan_file = fleet.home / "plan.json"
     fleet.ok("plan", "-out", str(plan_file))

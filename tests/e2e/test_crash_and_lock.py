@@ -102,6 +102,7 @@ def test_new_agent_adopts_running_instances_without_restarting_them(fleet: Fleet
     assert len({fleet.get()["instance"] for _ in range(30)}) == 3
 
 
+@pytest.mark.slow  # over ~5 s: in `make test`, not the fast subset
 def test_second_apply_of_another_change_is_locked_and_the_same_change_attaches(
     fleet: Fleet,
 ) -> None:
@@ -127,6 +128,7 @@ def test_second_apply_of_another_change_is_locked_and_the_same_change_attaches(
     assert json.loads(fleet.ok("lock", "status", "--json").stdout)["locked"] is False
 
 
+@pytest.mark.slow  # over ~5 s: in `make test`, not the fast subset
 def test_agent_restart_hands_the_route_over_without_refusing_connections(fleet: Fleet) -> None:
     fleet.ok("apply")
     before = fleet.instance_pids()

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import CORRAL, Fleet, free_port
 
@@ -47,6 +48,7 @@ def events(fleet: Fleet) -> list[dict[str, Any]]:
     return json.loads(fleet.ok("events", "--json", "--limit", "1000").stdout)["events"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # over ~5 s: in `make test`, not the fast subset
 def test_reads_are_open_actions_need_a_token_and_name_it(fleet: Fleet) -> None:
     base = with_ui(fleet)
     fleet.edit_spec(ROLLING, CANARY_WAITING)

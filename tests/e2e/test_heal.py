@@ -82,6 +82,7 @@ def test_crash_looping_release_backs_off(fleet: Fleet) -> None:
     assert delays[1] > delays[0]  # exponential, not spinning
 
 
+@pytest.mark.slow  # over ~5 s: in `make test`, not the fast subset
 def test_instances_are_healed_while_a_canary_waits_for_promotion(fleet: Fleet) -> None:
     fleet.edit_spec(
         """      type: rolling

@@ -65,6 +65,7 @@ def instances(fleet: Fleet) -> list[dict[str, Any]]:
     return fleet.status()["services"][0]["instances"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # over ~5 s: in `make test`, not the fast subset
 def test_failing_exec_liveness_replaces_the_instance_with_the_reason(fleet: Fleet) -> None:
     use_app(
         fleet,

@@ -11,6 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import CORRAL, Fleet
 
 
@@ -41,6 +43,7 @@ def test_law1_an_instance_cannot_change_its_image_and_a_change_replaces_it(fleet
     assert {fleet.get()["greeting"] for _ in range(6)} == {"bonjour"}
 
 
+@pytest.mark.slow  # over ~5 s: in `make test`, not the fast subset
 def test_law3_one_release_one_truth(fleet: Fleet) -> None:
     """Law 3: a (digest, config) is one release, never edited; returning to it reuses it."""
     fleet.ok("apply")

@@ -99,6 +99,7 @@ def test_rolling_rolls_three_times_and_never_drops_below_desired(fleet: Fleet) -
     assert len(lowest) > 20 and min(lowest) >= 3  # max_unavailable: 0 honoured
 
 
+@pytest.mark.slow  # over ~5 s: in `make test`, not the fast subset
 def test_canary_analysis_aborts_a_release_that_fails_20_percent(fleet: Fleet) -> None:
     use_strategy(
         fleet,
@@ -129,6 +130,7 @@ def test_canary_analysis_aborts_a_release_that_fails_20_percent(fleet: Fleet) ->
     assert "rollout.analysis_fail" in kinds and "rollout.rolled_back" in kinds
 
 
+@pytest.mark.slow  # over ~5 s: in `make test`, not the fast subset
 def test_blue_green_preview_promote_and_instant_rollback(fleet: Fleet) -> None:
     preview = fleet.port + 1 if fleet.port < 65000 else fleet.port - 1
     use_strategy(

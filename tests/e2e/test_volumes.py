@@ -140,6 +140,7 @@ def test_a_volume_over_an_image_path_is_refused_before_anything_starts(vfleet: F
     assert not (vfleet.home / "volumes").exists()
 
 
+@pytest.mark.slow  # over ~5 s: in `make test`, not the fast subset
 def test_after_an_agent_restart_the_route_still_holds_through_a_hand_over(vfleet: Fleet) -> None:
     """The restarted agent reopens the route with the service's handover_timeout, so a
     stop-first roll-out after `agent restart` drops nothing either (law 6)."""
