@@ -31,12 +31,16 @@ def image_tag(project: str, digest: str) -> str:
     return f"corral/{project}:{hex_of(digest)[:12]}"
 
 
-def ensure_image(api: Any, store: ImageStore, digest: str, project: str) -> str:
-    """The engine's image id for manifest `digest`, loading the image first if it lacks it."""
+def ensure_image(
+    api: Any, store: ImageStore, digest: str, project: str, *, remembered: bool = True
+) -> str:
+    """The engine's image id for manifest `digest`, loading the image first if it lacks it.
+    With `remembered`, an image this client loaded or found before is not looked up again
+    (a start whose create then says "no such image" calls `forget_image` and retries)."""
     image_id = store.info(digest).config_digest
     tag = image_tag(project, digest)
     present = _PRESENT.setdefault(api, set())
-    if (image_id, tag) in present:
+    if remembered and (image_id, tag) in present:
         return image_id
     with _LOADING:
         if _engine_has(api, image_id):

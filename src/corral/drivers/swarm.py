@@ -178,7 +178,9 @@ class SwarmDriver(SdkDriver):
         failed = []
         for host, api in self.engines.each_node():
             try:
-                ensure_image(api(), self._images, digest, self.project)
+                # looked up every time: a node's engine may have been rebuilt since, and
+                # Swarm, not corral, would meet the missing image (a refused task)
+                ensure_image(api(), self._images, digest, self.project, remembered=False)
             except DriverError as exc:
                 failed.append(f"{host}: {exc.message}")
         if failed and len(failed) == len(self.engines.each_node()):
