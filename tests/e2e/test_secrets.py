@@ -2,9 +2,9 @@
 
 A secret with a recognisable value is set, used by a tiny app (which reports only the length
 and a short hash of what it sees), taken through bake / plan -out / apply / status / events /
-logs / history; then every file under CORRAL_HOME (state database included) is searched for
-the value. Rotation shows in the plan as a version change and replaces the fleet; a rollback
-brings the old version back.
+logs / history and the agent's metrics and API; then every file under CORRAL_HOME (state
+database included) is searched for the value. Rotation shows in the plan as a version change
+and replaces the fleet; a rollback brings the old version back.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import CORRAL, Fleet
+from tests.e2e.conftest import CORRAL, Fleet, free_port
 
 APP = r"""
 import hashlib, http.server, json, os, sys
@@ -133,6 +133,8 @@ def _hits(root: Path, needles: list[bytes]) -> list[str]:
 @pytest.mark.slow  # over ~8 s: in `make test`, not the fast subset
 def test_law5_secrets_are_injected_never_stored_in_clear(secret_fleet: Fleet) -> None:
     fleet = secret_fleet
+    api = f"http://127.0.0.1:{free_port()}"  # the agent's API on TCP too: its answers are read
+    fleet.env["CORRAL_UI_PORT"] = api.rsplit(":", 1)[1]
     old = "S3CR3T-canary-" + secrets.token_hex(12)
     new = "R0T4TED-canary-" + secrets.token_hex(20)
     token = fleet.env["SEC_TEST_TOKEN"]
@@ -180,6 +182,22 @@ def test_law5_secrets_are_injected_never_stored_in_clear(secret_fleet: Fleet) ->
     assert "secret length" in fleet.ok("logs", "web").stdout
     listed = json.loads(outputs[-1])["secrets"]
     assert [(s["name"], s["version"]) for s in listed] == [("DB_PASSWORD", 2)]
+    # the agent's metrics and API (what the dashboard and another machine's CLI read)
+    for path in (
+        "/metrics",
+        "/v1/agent",
+        "/v1/status",
+        "/v1/events",
+        "/v1/logs/web",
+        "/v1/services/web/logs",
+        "/v1/services/web/releases",
+        "/v1/rollouts/web",
+        "/v1/fleet",
+        "/v1/images",
+    ):
+        answer = httpx.get(api + path, timeout=10)
+        assert answer.status_code == 200, (path, answer.text)
+        outputs.append(answer.text)
 
     needles = [v.encode() for v in (old, new, token)]
     for text in outputs:
