@@ -68,3 +68,18 @@ def test_two_copiers_at_once_one_copies(tmp_path: Path) -> None:
     release.set()
     worker.join(5)
     assert seen == [True, False]
+
+
+def test_a_copy_larger_than_max_size_is_split_across_the_rotation(tmp_path: Path) -> None:
+    """A copy may bring seconds of output at once: no file outgrows max_size by more than a
+    line, and what does not fit in two files is the oldest (retention by size)."""
+    log = tmp_path / "web-1.log"
+    lines = b"".join(
+        f"2026-11-24T10:00:00.{n:06d}Z stdout line-{n:04d} {'x' * 80}\n".encode()
+        for n in range(100)
+    )  # ~11 KB in one copy
+    append(log, lines, LogPolicy(max_size=4096))
+    rotated = log.with_name(log.name + ".1")
+    assert log.stat().st_size <= 4096 and rotated.stat().st_size <= 4096
+    kept = rotated.read_bytes() + log.read_bytes()
+    assert lines.endswith(kept)  # the newest lines, in order, none twice

@@ -93,16 +93,31 @@ def copying(lock: Path) -> Iterator[bool]:
 
 
 def append(path: Path, data: bytes, policy: LogPolicy) -> None:
-    """Append `data` to the instance's log, rotating it first when the policy says so."""
+    """Append `data` (whole lines) to the instance's log, rotating it line by line as the
+    collector does, so no file outgrows max_size by more than one line however much a copy
+    brings (a copy larger than two files keeps only its newest lines: retention by size)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         size = 0
-    if policy.should_rotate(size, len(data), _first_stamp(path) or time.time(), time.time()):
-        rotate(path)
-    with path.open("ab") as file:
-        file.write(data)
+    now = time.time()
+    begun = _first_stamp(path) or now
+    pending = bytearray()
+    for line in data.splitlines(keepends=True):
+        if policy.should_rotate(size + len(pending), len(line), begun, now):
+            _write(path, pending)
+            rotate(path)
+            size, begun = 0, now
+            pending.clear()
+        pending += line
+    _write(path, pending)
+
+
+def _write(path: Path, data: bytes | bytearray) -> None:
+    if data:
+        with path.open("ab") as file:
+            file.write(data)
 
 
 ENGINE_LOG_FLOOR = 16 * 1000**2  # the engine's log is the buffer between two copies
