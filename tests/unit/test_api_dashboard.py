@@ -221,3 +221,27 @@ async def test_history_says_how_each_release_ended(client: httpx.AsyncClient, ag
     ended = {r["release"]: r["ended"] for r in history["releases"]}
     assert ended == {"r1": "succeeded", "r2": "rolled back: analysis failed: error rate 20%"}
     assert all(r["ended_at"] for r in history["releases"])
+
+
+async def test_logs_need_a_token_only_on_a_listener_beyond_loopback(
+    client: httpx.AsyncClient, agent: Agent, tokens: TokenStore
+) -> None:
+    """Apps' output may hold what only operators should read: over a --ui-host beyond this
+    machine, log reads need a token like actions; every other read stays open."""
+    log_paths = ("/v1/logs/web", "/v1/services/web/logs")
+    for path in log_paths:  # on 127.0.0.1: open, like every read
+        assert (await client.get(path)).status_code == 200, path
+
+    guarded = Guard(make_app(agent), tokens, ui_host="10.1.2.3")
+    transport = httpx.ASGITransport(app=guarded)  # in process: nothing leaves this machine
+    async with httpx.AsyncClient(transport=transport, base_url="http://10.1.2.3:8088") as wide:
+        assert (await wide.get("/v1/status")).status_code == 200
+        token = tokens.create("oncall")
+        for path in log_paths:
+            refused = await wide.get(path)
+            assert refused.status_code == 401, path
+            assert refused.json()["error"] == "Unauthorized"
+            wrong = await wide.get(path, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401, path
+            allowed = await wide.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert allowed.status_code == 200, (path, allowed.text)

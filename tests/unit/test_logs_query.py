@@ -239,3 +239,50 @@ def test_the_agent_advertises_its_listener_unless_it_binds_a_wildcard() -> None:
     assert advertised_url("::1", 8765) == "http://[::1]:8765"
     assert advertised_url("build-7.lan", 80) == "http://build-7.lan:80"
     assert advertised_url("0.0.0.0", 8765) == advertised_url("[::]", 8765) == ""
+
+
+def test_an_owner_that_wants_a_token_gets_the_one_in_corral_ui_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An agent listening beyond loopback serves logs only with a token: the CLI sends
+    CORRAL_UI_TOKEN, and a refusal says how to get one."""
+    import http.server
+    import threading
+
+    seen: list[str | None] = []
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"error": "Unauthorized", "message": "no", "hint": "", "exit_code": 2}'
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    worker = threading.Thread(target=server.serve_forever, daemon=True)
+    worker.start()
+    owner = AgentRecord(
+        "a1", "far", 1, "/srv/corral", "", 0.0, 0.0, api=f"http://127.0.0.1:{server.server_port}"
+    )
+    try:
+        for token in (None, "tok-123"):
+            if token is None:
+                monkeypatch.delenv("CORRAL_UI_TOKEN", raising=False)
+            else:
+                monkeypatch.setenv("CORRAL_UI_TOKEN", token)
+            logs = OwnerLogs(owner)
+            try:
+                with pytest.raises(UsageError, match="only with a token") as refused:
+                    logs.read(LogQuery.parse("web"))
+            finally:
+                logs.close()
+            assert "CORRAL_UI_TOKEN" in (refused.value.hint or "")
+        assert seen == [None, "Bearer tok-123"]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -8,6 +8,7 @@ refused with the owner named and what to do.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ def _unreadable(agent: AgentRecord, why: str) -> UsageError:
     )
 
 
+def token_set() -> bool:
+    return bool(os.environ.get("CORRAL_UI_TOKEN", "").strip())
+
+
 class OwnerLogs:
     """Pages of logs read through the owning agent's API (`GET /v1/services/{s}/logs`)."""
 
@@ -53,7 +58,14 @@ class OwnerLogs:
         if not agent.api:
             raise _unreadable(agent, "which serves no API that other machines can reach")
         self.agent = agent
-        self._http = httpx.Client(base_url=agent.api, timeout=httpx.Timeout(timeout, connect=5.0))
+        # an agent listening beyond loopback serves logs only with a token (`corral ui token
+        # create NAME` on its host), given to this machine as CORRAL_UI_TOKEN
+        token = os.environ.get("CORRAL_UI_TOKEN", "").strip()
+        self._http = httpx.Client(
+            base_url=agent.api,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            headers={"Authorization": f"Bearer {token}"} if token else None,
+        )
 
     def read(self, query: LogQuery, cursor: str | None = None) -> Page:
         params: dict[str, Any] = query.params()
@@ -65,6 +77,13 @@ class OwnerLogs:
             raise _unreadable(
                 self.agent, f"whose API at {self.agent.api} did not answer ({exc})"
             ) from exc
+        if response.status_code == 401:
+            raise UsageError(
+                f"{describe(self.agent)} serves this environment's logs only with a token "
+                f"({'the one in CORRAL_UI_TOKEN was refused' if token_set() else 'none given'})",
+                hint="Create one on that host (`corral ui token create NAME`) and set "
+                "CORRAL_UI_TOKEN to it here.",
+            )
         if response.status_code >= 400:
             raise error_from(response)
         try:

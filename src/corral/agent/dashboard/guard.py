@@ -4,7 +4,9 @@ Requests over the unix socket pass untouched (its file mode is the access contro
 - the Host header must name the listener (127.0.0.1:PORT, localhost:PORT, or the explicit
   `--ui-host`), otherwise 421: a page on another site that rebinds its DNS name to 127.0.0.1
   still sends its own name as Host (DNS rebinding);
-- reads (GET, HEAD) are open;
+- reads (GET, HEAD) are open, except the instances' logs when the listener is beyond this
+  machine (a non-loopback `--ui-host`): apps' output may hold what only operators should
+  read, so those need a token as actions do;
 - anything else is an action: it needs `Authorization: Bearer <token>` of a named token
   (401 otherwise) and, when the browser sends an Origin, it must be the listener's own (403).
   A bearer header (never a cookie) cannot be attached by a cross-site form, and a cross-site
@@ -15,9 +17,11 @@ The token's name is put in the request state as `actor`, for the events the acti
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from corral.agent.dashboard.listen import is_loopback
 from corral.agent.tokens import TokenStore
 
 Scope = MutableMapping[str, Any]
@@ -63,11 +67,13 @@ class Guard:
                 "Open the dashboard as http://127.0.0.1:PORT/ (or localhost:PORT).",
             )  # fmt: skip
             return
-        if scope["method"] in READ_METHODS:
+        if scope["method"] in READ_METHODS and not self._guarded_read(scope["path"]):
             await self.app(scope, receive, send)
             return
         origin = headers.get("origin")
-        if origin is not None and origin.lower() not in {f"http://{h}" for h in hosts}:
+        if scope["method"] not in READ_METHODS and (
+            origin is not None and origin.lower() not in {f"http://{h}" for h in hosts}
+        ):
             await _refuse(
                 send, 403, "ForeignOrigin", f"actions from origin {origin!r} are refused",
                 "Act from the agent's own dashboard page, or from a script (no Origin header).",
@@ -77,7 +83,7 @@ class Guard:
         name = self.tokens.verify(token.strip()) if scheme.lower() == "bearer" else None
         if name is None:
             await _refuse(
-                send, 401, "Unauthorized", "this action needs a valid token",
+                send, 401, "Unauthorized", f"{scope['method']} {scope['path']} needs a valid token",
                 "Create one with `corral ui token create NAME` and send it as "
                 "`Authorization: Bearer <token>`.",
                 extra=[(b"www-authenticate", b"Bearer")],
@@ -85,6 +91,14 @@ class Guard:
             return
         scope.setdefault("state", {})["actor"] = f"token:{name}"
         await self.app(scope, receive, send)
+
+    def _guarded_read(self, path: str) -> bool:
+        """A read that needs a token: logs, on a listener beyond loopback."""
+        beyond = self.ui_host is not None and not is_loopback(self.ui_host)
+        return beyond and _LOG_PATH.match(path) is not None
+
+
+_LOG_PATH = re.compile(r"^/v1/(logs/[^/]+|services/[^/]+/logs)/?$")
 
 
 def _headers(scope: Scope) -> dict[str, str]:
