@@ -75,6 +75,20 @@ def running_prometheus(targets: list[str]) -> Iterator[str]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def wait_scraped(url: str, scrapes: int = 3) -> None:
+    """Until Prometheus has scraped the agent `scrapes` times: it begins scraping a new target
+    up to an interval late, and an analysis window before steady scrapes reads as empty
+    (inconclusive: the roll-out then waits for a person)."""
+    deadline = time.monotonic() + 30
+    while True:
+        seen = query(url, 'count_over_time(up{job="corral"}[1m])')
+        up = query(url, 'up{job="corral"} == 1')
+        if seen and up and float(str(seen[0]["value"][1])) >= scrapes:  # type: ignore[index]
+            return
+        assert time.monotonic() < deadline, "prometheus did not scrape the agent in 30 s"
+        time.sleep(0.2)
+
+
 def query(url: str, promql: str) -> list[dict[str, object]]:
     body = httpx.get(
         f"{url}/api/v1/query", params={"query": promql}, timeout=5, trust_env=False
@@ -122,6 +136,7 @@ def test_prometheus_analysis_passes_a_healthy_canary_and_rolls_back_a_failing_on
             CANARY.format(url=url),
         )
         fleet.ok("apply")
+        wait_scraped(url)
 
         fleet.set_version("v2")
         with Load(fleet.url, clients=4, max_seconds=90):
